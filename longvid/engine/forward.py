@@ -1,0 +1,118 @@
+"""One LLM forward over transformers' own decoder layers, with explicit positions and a layer-pruner hook.
+
+We run the loop ourselves (embed -> layers -> norm) rather than calling ``language_model.forward`` because a layer
+pruner changes the sequence length between layers, and the causal mask must then follow the kept tokens. The layers,
+rotary embedding, norm and head are the model's own modules; nothing is forked.
+
+    from longvid.engine.forward import forward
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from longvid.methods.base import LayerPruner, PruneContext
+
+
+@dataclass
+class LanguageModel:
+    """The text half of a VLM, resolved once by the model adapter.
+
+    Attributes
+    ----------
+    config : transformers.PretrainedConfig
+        The text config (``_attn_implementation`` picks the mask format).
+    embed_tokens, layers, norm, rotary_emb, lm_head : torch.nn.Module
+        The model's own modules.
+    """
+
+    config: object
+    embed_tokens: torch.nn.Module
+    layers: torch.nn.ModuleList
+    norm: torch.nn.Module
+    rotary_emb: torch.nn.Module
+    lm_head: torch.nn.Module
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, L, vocab) float32 logits from normed hidden states (B, L, D)."""
+        return self.lm_head(hidden).float()
+
+
+def causal_mask(attn_impl: str, q_len: int, k_len: int, dtype: torch.dtype, device) -> torch.Tensor | None:
+    """Bottom-right-aligned causal mask for ``q_len`` new queries over ``k_len`` keys (the last q_len are new).
+
+    Returns None where the attention function is causal by itself: a single query, flash attention (bottom-right
+    by construction), or SDPA without a past (``is_causal``). Otherwise an additive float mask (1, 1, q_len, k_len),
+    which eager, SDPA and registered wrappers all accept.
+    """
+    past = k_len - q_len
+    if q_len == 1 or "flash" in attn_impl or (past == 0 and attn_impl == "sdpa"):
+        return None
+    q_idx = torch.arange(q_len, device=device).unsqueeze(1) + past
+    allowed = torch.arange(k_len, device=device).unsqueeze(0) <= q_idx
+    mask = torch.zeros(q_len, k_len, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[None, None]
+
+
+def forward(
+    lm: LanguageModel,
+    hidden: torch.Tensor,
+    positions: torch.Tensor,
+    cache,
+    *,
+    pruner: LayerPruner | None = None,
+    visual: torch.Tensor | None = None,
+    query: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run all decoder layers on ``hidden`` (1, L, D) at M-RoPE ``positions`` (3, 1, L), appending to ``cache``.
+
+    Parameters
+    ----------
+    pruner
+        Optional LayerPruner; needs ``visual`` and ``query`` (L,) bool masks.
+    attention_mask
+        Optional 4-D additive mask (1, 1 or H, L, past + L) replacing the causal one (tests use it to mask keys).
+
+    Returns
+    -------
+    hidden : torch.Tensor
+        (1, L', D) normed final hidden states, L' = L unless the pruner dropped tokens.
+    kept : torch.LongTensor or None
+        (L',) indices into the input sequence that survived the pruner (None without a pruner).
+    """
+    impl = lm.config._attn_implementation
+    if pruner is not None and attention_mask is not None:
+        raise ValueError("an attention_mask override cannot be combined with a layer pruner")
+    past = cache.get_seq_length()
+    q_len = hidden.shape[1]
+    mask = attention_mask if attention_mask is not None else causal_mask(
+        impl, q_len, past + q_len, hidden.dtype, hidden.device)
+    cos_sin = lm.rotary_emb(hidden, positions)
+    kept = None
+    for i, layer in enumerate(lm.layers):
+        hidden_in = hidden
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache, use_cache=True)
+        if pruner is not None and i == pruner.layer:
+            ctx = PruneContext(i, layer, hidden_in, hidden, cos_sin, visual, query)
+            kept = _checked_keep(pruner.select(ctx), visual)
+            hidden = hidden[:, kept]
+            cos_sin = (cos_sin[0][:, kept], cos_sin[1][:, kept])
+            for lower in cache.layers[: i + 1]:  # every layer then holds the same entries: one mask serves all
+                lower.keys = torch.cat([lower.keys[:, :, :past], lower.keys[:, :, past:][:, :, kept]], dim=2)
+                lower.values = torch.cat([lower.values[:, :, :past], lower.values[:, :, past:][:, :, kept]], dim=2)
+            mask = causal_mask(impl, len(kept), past + len(kept), hidden.dtype, hidden.device)
+    return lm.norm(hidden), kept
+
+
+def _checked_keep(keep: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+    """A pruner's indices must be sorted, unique, and keep every non-visual token."""
+    keep = torch.as_tensor(keep, dtype=torch.long, device=visual.device)
+    if keep.ndim != 1 or (keep.numel() > 1 and not bool((keep[1:] > keep[:-1]).all())):
+        raise ValueError("a LayerPruner must return sorted, unique 1-D indices")
+    if int((~visual).sum()) != int((~visual[keep]).sum()):
+        raise ValueError("a LayerPruner may drop visual tokens only; it dropped text tokens")
+    return keep

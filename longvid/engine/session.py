@@ -1,0 +1,206 @@
+"""Encode a video once, answer many questions from a copy of its (compressed) cache, and extend it while streaming.
+
+``VideoSession`` prefills ``[chat prefix, visual tokens]`` in chunks, with the method's KV press between chunks,
+then for each question appends ``[<|vision_end|>, question, assistant prefix]`` to a copy of that cache and
+decodes. A one-shot ``ask`` with a query-agnostic method is a session with one question, so both paths are the
+same code. Query-aware methods (layer pruners) need the question inside the prefill: ``answer_with_query``.
+
+    session = VideoSession(adapter, encoded, method); session.ask("What colour is the car?")
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from longvid.engine.cache import copy_cache, kv_bytes, new_cache
+from longvid.engine.decode import Sampling, generate
+from longvid.engine.forward import forward
+from longvid.tokens import VisualTokens
+
+STAGES = ("decode", "vision", "reduce", "prefill", "generate")
+
+
+@dataclass
+class RunStats:
+    """What every run reports (design invariant 7).
+
+    ``visual_tokens``: visual tokens of the sampled frames before any stage; ``kept_tokens``: visual tokens (or, under
+    a KV press, visual KV entries per layer and head) that the answer attends to; ``llm_tokens``: tokens fed to the LLM
+    in prefill; ``kv_bytes``: cache size after prefill; ``seconds``: time per stage.
+    """
+
+    method: str
+    keep: float | None
+    budget: int | None
+    visual_tokens: int
+    kept_tokens: int
+    llm_tokens: int
+    kv_bytes: int
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @property
+    def retention(self) -> float:
+        return self.kept_tokens / max(1, self.visual_tokens)
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    stats: RunStats
+    logits: list = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        s = self.stats
+        return {"answer": self.text, "method": s.method, "keep": s.keep, "retention": s.retention,
+                "visual_tokens": s.visual_tokens, "kept_tokens": s.kept_tokens, "llm_tokens": s.llm_tokens,
+                "kv_bytes": s.kv_bytes, "seconds": {k: round(v, 4) for k, v in s.seconds.items()}}
+
+
+@dataclass
+class EncodedVideo:
+    """A video after sampling, frame selection, vision encoding and pre-LLM reduction, plus its prompt layout.
+
+    ``next_position`` is the first text position after the video in the full (unreduced) layout: max + 1.
+    """
+
+    tokens: VisualTokens
+    visual_tokens: int
+    prefix_ids: list[int]
+    tail_template: str
+    next_position: int
+    seconds_per_step: float
+    seconds: dict
+
+
+class VideoSession:
+    """Encode once, ask many times. Each question starts from a copy of the compressed cache."""
+
+    @staticmethod
+    def check_method(method) -> None:
+        if method.query_aware:
+            raise ValueError(
+                f"method {method.name!r} needs the question during prefill, so it cannot encode a video before the "
+                f"questions are known; use a query-agnostic method in sessions ({', '.join(_agnostic_names())})"
+            )
+
+    def __init__(self, adapter, encoded: EncodedVideo, method, *, chunk_size: int = 4096, progress=None):
+        self.check_method(method)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 token, got {chunk_size}")
+        self.adapter, self.encoded, self.method = adapter, encoded, method
+        self.chunk_size, self.progress = chunk_size, progress
+        self.seconds = dict(encoded.seconds)
+        self.visual_tokens = encoded.visual_tokens
+        self.llm_tokens = len(encoded.prefix_ids) + len(encoded.tokens)
+        self.visual_seen = 0
+        self.next_position = encoded.next_position
+        self.cache = new_cache(adapter.lm.config)
+        lm = adapter.lm
+        prefix = torch.tensor([encoded.prefix_ids], device=adapter.device)
+        n = prefix.shape[1]
+        prefix_pos = torch.arange(n, device=adapter.device).view(1, 1, -1).expand(3, 1, -1)
+        self._prefill(lm.embed_tokens(prefix), prefix_pos, visual=False)
+        self.extend_tokens(encoded.tokens)
+
+    @property
+    def n_protected(self) -> int:
+        return len(self.encoded.prefix_ids)
+
+    def kept_visual(self) -> int:
+        return self.cache.get_seq_length() - self.n_protected
+
+    @torch.inference_mode()
+    def extend_tokens(self, tokens: VisualTokens) -> None:
+        """Append visual tokens (positions already in the full layout) and compress under the press's budget."""
+        t0 = time.perf_counter()
+        embeds = tokens.embeds.to(self.adapter.device, self.adapter.dtype).unsqueeze(0)
+        positions = tokens.positions.to(self.adapter.device).unsqueeze(1)
+        self._prefill(embeds, positions, visual=True)
+        if len(tokens):
+            self.next_position = max(self.next_position, int(tokens.positions.max()) + 1)
+        self.seconds["prefill"] += time.perf_counter() - t0
+
+    def _prefill(self, embeds: torch.Tensor, positions: torch.Tensor, visual: bool) -> None:
+        press, total = self.method.press, embeds.shape[1]
+        for start in range(0, total, self.chunk_size):
+            end = min(start + self.chunk_size, total)
+            forward(self.adapter.lm, embeds[:, start:end], positions[..., start:end], self.cache)
+            if visual:
+                self.visual_seen += end - start
+                if press is not None:
+                    press.compress(self.cache, self.n_protected, press.target(self.visual_seen))
+            if self.progress is not None:
+                self.progress("prefill", end, total)
+
+    @torch.inference_mode()
+    def ask(self, question: str, *, max_new_tokens: int = 128, sampling: Sampling | None = None,
+            record_logits: bool = False) -> Answer:
+        """Answer from a copy of the session cache; the session itself is unchanged."""
+        adapter, lm = self.adapter, self.adapter.lm
+        tail = adapter.tail_ids(self.encoded.tail_template, question)
+        cache = copy_cache(self.cache)
+        seconds = dict(self.seconds)
+        t0 = time.perf_counter()
+        ids = torch.tensor([tail], device=adapter.device)
+        pos = (self.next_position + torch.arange(len(tail), device=adapter.device)).view(1, 1, -1).expand(3, 1, -1)
+        hidden, _ = forward(lm, lm.embed_tokens(ids), pos, cache)
+        logits = lm.logits(hidden[:, -1])[0]
+        seconds["prefill"] += time.perf_counter() - t0
+        kept = self.kept_visual()
+        stats = RunStats(self.method.name, self.method.keep, self.method.budget, self.visual_tokens, kept,
+                         self.llm_tokens + len(tail), kv_bytes(cache), seconds)
+        return _decode(adapter, cache, logits, self.next_position + len(tail), stats, max_new_tokens, sampling,
+                       record_logits, self.progress)
+
+
+@torch.inference_mode()
+def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, max_new_tokens: int = 128,
+                      sampling: Sampling | None = None, record_logits: bool = False, progress=None) -> Answer:
+    """One forward over [prefix, visual, question] so a layer pruner sees the question rows, then decode."""
+    if method.press is not None:
+        raise ValueError(f"method {method.name!r} combines a layer pruner with a KV press; pick one of the two")
+    lm, device = adapter.lm, adapter.device
+    tail = adapter.tail_ids(encoded.tail_template, question)
+    n_pre, n_vis, n_tail = len(encoded.prefix_ids), len(encoded.tokens), len(tail)
+    seconds = dict(encoded.seconds)
+    t0 = time.perf_counter()
+    embeds = torch.cat([lm.embed_tokens(torch.tensor([encoded.prefix_ids], device=device)),
+                        encoded.tokens.embeds.to(device, adapter.dtype).unsqueeze(0),
+                        lm.embed_tokens(torch.tensor([tail], device=device))], dim=1)
+    positions = torch.cat([torch.arange(n_pre).expand(3, -1), encoded.tokens.positions.cpu(),
+                           encoded.next_position + torch.arange(n_tail).expand(3, -1)], dim=1)
+    visual = torch.zeros(n_pre + n_vis + n_tail, dtype=torch.bool, device=device)
+    visual[n_pre:n_pre + n_vis] = True
+    query = torch.zeros_like(visual)
+    query[n_pre + n_vis:] = True
+    cache = new_cache(lm.config)
+    hidden, kept = forward(lm, embeds, positions.to(device).unsqueeze(1), cache, pruner=method.layer_pruner,
+                           visual=visual, query=query)
+    logits = lm.logits(hidden[:, -1])[0]
+    seconds["prefill"] += time.perf_counter() - t0
+    if progress is not None:
+        progress("prefill", 1, 1)
+    n_kept = int(visual[kept].sum()) if kept is not None else n_vis
+    stats = RunStats(method.name, method.keep, method.budget, encoded.visual_tokens, n_kept,
+                     n_pre + n_vis + n_tail, kv_bytes(cache), seconds)
+    return _decode(adapter, cache, logits, encoded.next_position + n_tail, stats, max_new_tokens, sampling,
+                   record_logits, progress)
+
+
+def _decode(adapter, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress):
+    t0 = time.perf_counter()
+    on_token = (lambda n: progress("generate", n, max_new_tokens)) if progress is not None else None
+    ids, seen = generate(adapter.lm, cache, logits, next_position, adapter.stop_ids(), max_new_tokens, sampling,
+                         record_logits, on_token)
+    stats.seconds["generate"] += time.perf_counter() - t0
+    return Answer(adapter.decode_text(ids), ids, stats, seen)
+
+
+def _agnostic_names() -> list[str]:
+    from longvid.methods.registry import query_agnostic_methods
+
+    return query_agnostic_methods()

@@ -1,0 +1,193 @@
+"""The four method stages: FrameSelector, TokenReducer, LayerPruner, KVPress (mechanics only).
+
+A method is a named composition of stages (``longvid.methods.registry``). Each stage base class does the
+bookkeeping (budgets, sorting, gathering); a subclass returns scores or indices. Every stage reports whether it
+needs the question (``query_aware``), so sessions can refuse what cannot run before the question is known.
+
+    from longvid.methods.base import TokenReducer
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from longvid.tokens import VisualTokens
+
+
+def check_keep_budget(keep: float | None, budget: int | None) -> None:
+    """Validate a keep ratio in (0, 1] or a positive token budget (not both)."""
+    if keep is not None and budget is not None:
+        raise ValueError(f"pass keep (got {keep}) or budget (got {budget}), not both")
+    if keep is not None and not (isinstance(keep, (int, float)) and 0.0 < keep <= 1.0):
+        raise ValueError(f"keep must be a ratio in (0, 1], got {keep!r}; e.g. keep=0.25 keeps a quarter")
+    if budget is not None and not (isinstance(budget, int) and budget >= 1):
+        raise ValueError(f"budget must be a positive number of visual tokens, got {budget!r}")
+
+
+def num_to_keep(total: int, keep: float | None, budget: int | None, minimum: int = 1) -> int:
+    """How many of ``total`` visual tokens to keep: ``round(keep * total)`` or ``budget``, within [minimum, total]."""
+    if budget is not None:
+        n = budget
+    elif keep is not None:
+        n = math.floor(keep * total + 0.5)
+    else:
+        n = total
+    return int(min(total, max(minimum, n)))
+
+
+@dataclass
+class TokenPlan:
+    """What a frame selector needs to know about the token cost of the sampled frames.
+
+    Attributes
+    ----------
+    temporal_patch_size : int
+        Frames per temporal step of the vision encoder (2 for Qwen2-VL / Qwen2.5-VL).
+    tokens_per_step : int
+        LLM tokens per temporal step after the spatial merge (H * W / merge**2).
+    num_frames : int
+        Sampled frames before selection.
+    """
+
+    temporal_patch_size: int
+    tokens_per_step: int
+    num_frames: int
+
+    @property
+    def num_steps(self) -> int:
+        return math.ceil(self.num_frames / self.temporal_patch_size)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.num_steps * self.tokens_per_step
+
+
+class Stage:
+    """Common base: a stage that needs the question says so; ``describe`` feeds ``longvid methods``."""
+
+    query_aware: bool = False
+
+
+class FrameSelector(Stage):
+    """Chooses which sampled frames reach the vision encoder."""
+
+    def select(self, timestamps: torch.Tensor, plan: TokenPlan, query: str | None = None) -> torch.Tensor:
+        """Return sorted indices (F',) into the sampled frames, given their timestamps (F,) in seconds."""
+        raise NotImplementedError
+
+
+class TokenReducer(Stage):
+    """Reduces visual tokens before the LLM; returns a new VisualTokens (subset or merge)."""
+
+    def reduce(self, tokens: VisualTokens, query_embeds: torch.Tensor | None = None) -> VisualTokens:
+        raise NotImplementedError
+
+
+class ScoredTokenReducer(TokenReducer):
+    """Keeps the ``num_to_keep`` highest-scoring tokens, in their original order. Subclasses give ``score``."""
+
+    keep: float | None = None
+    budget: int | None = None
+
+    def min_keep(self, tokens: VisualTokens) -> int:
+        return 1
+
+    def score(self, tokens: VisualTokens, query_embeds: torch.Tensor | None) -> torch.Tensor:
+        """(N,) float scores, higher is kept first."""
+        raise NotImplementedError
+
+    def reduce(self, tokens: VisualTokens, query_embeds: torch.Tensor | None = None) -> VisualTokens:
+        n_keep = num_to_keep(len(tokens), self.keep, self.budget, self.min_keep(tokens))
+        if n_keep >= len(tokens):
+            return tokens
+        scores = self.score(tokens, query_embeds)
+        index = torch.topk(scores.float(), n_keep, sorted=False).indices.sort().values
+        return tokens.select(index)
+
+
+@dataclass
+class PruneContext:
+    """What a LayerPruner sees at its layer, for one prefill forward of the whole prompt (batch 1).
+
+    Attributes
+    ----------
+    layer : torch.nn.Module
+        The decoder layer ``layer_idx`` (its ``self_attn`` has the q/k projections for attention scores).
+    hidden_in : torch.Tensor
+        (1, L, D) input of the layer.
+    hidden_out : torch.Tensor
+        (1, L, D) output of the layer.
+    position_embeddings : tuple[torch.Tensor, torch.Tensor]
+        M-RoPE (cos, sin), each (1, L, head_dim).
+    visual : torch.Tensor
+        (L,) bool, True at visual tokens.
+    query : torch.Tensor
+        (L,) bool, True at the question and the assistant prefix (the tokens after the video).
+    """
+
+    layer_idx: int
+    layer: torch.nn.Module
+    hidden_in: torch.Tensor
+    hidden_out: torch.Tensor
+    position_embeddings: tuple[torch.Tensor, torch.Tensor]
+    visual: torch.Tensor
+    query: torch.Tensor
+
+
+class LayerPruner(Stage):
+    """Drops visual tokens inside the LLM after decoder layer ``layer``.
+
+    The engine runs layers ``0..layer`` on the full sequence, calls ``select``, then gathers the hidden states,
+    positions and the KV entries of layers ``0..layer`` (as PruneVid does), so later queries, decoding included, never
+    see a dropped token in any layer. Needs the question in the same forward, so it is query-aware.
+    """
+
+    layer: int = 2
+    query_aware = True
+
+    def select(self, ctx: PruneContext) -> torch.Tensor:
+        """Sorted indices (L',) of the sequence positions to keep; every non-visual position must be kept."""
+        raise NotImplementedError
+
+
+class KVPress(Stage):
+    """Compresses the KV cache between prefill chunks, per layer and per KV head, under a visual-token budget.
+
+    Only the visual entries are evictable (text before the video is protected). Each KV head keeps the same number
+    of entries, so the cache stays rectangular. Subclasses give ``score``.
+    """
+
+    keep: float | None = None
+    budget: int | None = None
+
+    def score(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """(B, H_kv, L) scores for the evictable entries; ``keys``/``values`` are (B, H_kv, L, d), keys post-RoPE."""
+        raise NotImplementedError
+
+    def target(self, num_visual_seen: int) -> int:
+        """Visual entries to keep per head once ``num_visual_seen`` visual tokens have been prefilled."""
+        return num_to_keep(num_visual_seen, self.keep, self.budget)
+
+    def compress(self, cache, n_protected: int, n_keep: int) -> None:
+        """Evict in place so every layer keeps its first ``n_protected`` entries and ``n_keep`` others per head."""
+        for layer_idx, layer in enumerate(cache.layers):
+            keys, values = layer.keys, layer.values
+            n_evictable = keys.shape[2] - n_protected
+            if n_evictable <= n_keep:
+                continue
+            scores = self.score(layer_idx, keys[:, :, n_protected:], values[:, :, n_protected:])
+            keep = torch.topk(scores.float(), n_keep, dim=-1, sorted=False).indices.sort(dim=-1).values
+            layer.keys = gather_entries(keys, keep, n_protected)
+            layer.values = gather_entries(values, keep, n_protected)
+
+
+def gather_entries(x: torch.Tensor, keep: torch.Tensor, n_protected: int) -> torch.Tensor:
+    """Keep the first ``n_protected`` entries of x (B, H, L, d) and, per head, entries ``n_protected + keep``.
+
+    ``keep`` is (B, H, K) sorted, relative to the evictable region; the result is (B, H, n_protected + K, d).
+    """
+    index = (keep + n_protected).unsqueeze(-1).expand(-1, -1, -1, x.shape[-1])
+    return torch.cat([x[:, :, :n_protected], x.gather(2, index)], dim=2)

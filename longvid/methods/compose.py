@@ -1,0 +1,32 @@
+"""Method: a named composition of stages, run by the pipeline in the order of the data flow.
+
+    frames -> [FrameSelector] -> vision -> [TokenReducer ...] -> prefill with [LayerPruner] / [KVPress] -> decode
+
+    from longvid.methods.compose import Method
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from longvid.methods.base import FrameSelector, KVPress, LayerPruner, TokenReducer
+
+
+@dataclass
+class Method:
+    """A named pipeline of optional stages; ``keep`` / ``budget`` are what was requested (for reports)."""
+
+    name: str
+    frame_selector: FrameSelector | None = None
+    token_reducers: list[TokenReducer] = field(default_factory=list)
+    layer_pruner: LayerPruner | None = None
+    press: KVPress | None = None
+    keep: float | None = None
+    budget: int | None = None
+
+    def stages(self) -> list:
+        return [s for s in (self.frame_selector, *self.token_reducers, self.layer_pruner, self.press) if s]
+
+    @property
+    def query_aware(self) -> bool:
+        return any(stage.query_aware for stage in self.stages())

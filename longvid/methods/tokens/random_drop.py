@@ -1,0 +1,30 @@
+"""Random visual-token drop at the keep ratio: the control every pruning method must beat.
+
+Seeded: the same seed and token count give the same kept set. Kept tokens keep their original M-RoPE positions.
+
+Based on: the random-pruning control of the token-compression benchmarks UniPruneBench and VTC-Bench, where it beats
+several published pruners (see shared/research/anchors.md, section 1.4); it has no paper of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from longvid.methods.base import ScoredTokenReducer, check_keep_budget
+from longvid.tokens import VisualTokens
+
+
+@dataclass
+class RandomDrop(ScoredTokenReducer):
+    keep: float | None = None
+    budget: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        check_keep_budget(self.keep, self.budget)
+
+    def score(self, tokens: VisualTokens, query_embeds: torch.Tensor | None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.rand(len(tokens), generator=generator)

@@ -1,0 +1,209 @@
+"""Adapter for Qwen2-VL and Qwen2.5-VL through transformers' own classes (no forked modeling code).
+
+The adapter owns what is model-specific: pixel preprocessing and patchify, the chat prompt, vision encoding in
+frame windows, and the full-layout 3-D M-RoPE positions. Everything else (methods, engine) is model-agnostic.
+
+Positions follow the layout the Qwen2-VL / Qwen2.5-VL checkpoints were trained with: a video starting after text
+position ``s - 1`` gets ``(s + t_pos, s + row, s + col)`` with ``t_pos = floor(t * interval)`` (interval 1 for
+Qwen2-VL; ``tokens_per_second * seconds_per_temporal_step`` for Qwen2.5-VL), and the text after the video starts at
+``max(video positions) + 1``. transformers 5.23's ``get_rope_index`` instead starts it at ``s + max(H, W)``, which
+ignores the temporal extent of a long video; the two agree when ``T <= max(H, W)`` (tests check both facts).
+
+    from longvid.models import load_adapter; adapter = load_adapter("/models/Qwen2.5-VL-7B-Instruct")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from longvid.engine.forward import LanguageModel
+from longvid.video import smart_resize, resize_frames
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_MIN_PIXELS = 128 * 28 * 28  # Qwen2VLVideoProcessor's size["shortest_edge"]
+DEFAULT_MAX_PIXELS = 768 * 28 * 28  # Qwen2VLVideoProcessor's size["longest_edge"]
+_QUESTION = "\x00longvid-question\x00"  # stands in for the question when the chat template is rendered
+
+
+@dataclass
+class VideoInputs:
+    """A video ready for the vision encoder.
+
+    Attributes
+    ----------
+    pixel_values : torch.Tensor
+        (T_grid * H_patch * W_patch, C * temporal_patch * patch * patch) normalised patches, as Qwen2VLVideoProcessor.
+    grid_thw : tuple[int, int, int]
+        (T_grid, H_patch, W_patch) in patch units (``video_grid_thw`` of transformers).
+    step_times : torch.Tensor
+        (T_grid,) float64 timestamp in seconds of each temporal step's first frame.
+    seconds_per_step : float
+        Seconds covered by one temporal step (``second_per_grid_ts`` of Qwen2.5-VL).
+    """
+
+    pixel_values: torch.Tensor
+    grid_thw: tuple[int, int, int]
+    step_times: torch.Tensor
+    seconds_per_step: float
+
+
+class Qwen2VLAdapter:
+    """Qwen2-VL / Qwen2.5-VL: preprocessing, prompt, windowed vision encoding and M-RoPE layout."""
+
+    families = ("qwen2_vl", "qwen2_5_vl")
+
+    def __init__(self, model, tokenizer, *, min_pixels: int | None = None, max_pixels: int | None = None,
+                 image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD):
+        self.model, self.tokenizer = model, tokenizer
+        self.family = model.config.model_type
+        vc = model.config.vision_config
+        self.patch_size, self.merge, self.temporal_patch = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size
+        self.tokens_per_second = getattr(vc, "tokens_per_second", None) if self.family == "qwen2_5_vl" else None
+        self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+        # a max below the default min lowers the min with it; an explicit min above the max is an error
+        self.min_pixels = min_pixels or min(DEFAULT_MIN_PIXELS, self.max_pixels)
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        self.mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.video_token_id = model.config.video_token_id
+        inner = model.model.language_model
+        self.lm = LanguageModel(model.config.text_config, inner.embed_tokens, inner.layers, inner.norm,
+                                inner.rotary_emb, model.lm_head)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.lm_head.weight.dtype
+
+    # ----- pixels ---------------------------------------------------------------------------------------------
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """Resized (height, width): multiples of patch * merge within [min_pixels, max_pixels]."""
+        return smart_resize(height, width, factor=self.patch_size * self.merge,
+                            min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+
+    def tokens_per_step(self, height: int, width: int) -> int:
+        h, w = self.frame_size(height, width)
+        return (h // self.patch_size // self.merge) * (w // self.patch_size // self.merge)
+
+    def preprocess(self, frames: np.ndarray, timestamps) -> VideoInputs:
+        """Resize, pad to a multiple of the temporal patch (repeating the last frame), normalise and patchify.
+
+        ``frames`` is uint8 (T, H, W, 3); ``timestamps`` (T,) seconds.
+        """
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+            raise ValueError(f"frames must be a non-empty uint8 array (T, H, W, 3), got shape {frames.shape}")
+        height, width = self.frame_size(frames.shape[1], frames.shape[2])
+        x = resize_frames(frames, height, width)  # (T, 3, h, w) float32 in [0, 255]
+        pad = -x.shape[0] % self.temporal_patch
+        if pad:
+            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+        x = (x / 255.0 - self.mean) / self.std
+        ps, tp, m = self.patch_size, self.temporal_patch, self.merge
+        t, c = x.shape[0] // tp, x.shape[1]
+        gh, gw = height // ps, width // ps
+        x = x.reshape(t, tp, c, gh // m, m, ps, gw // m, m, ps).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        pixel_values = x.reshape(t * gh * gw, c * tp * ps * ps)
+        times = torch.as_tensor(np.asarray(timestamps, dtype=np.float64))
+        return VideoInputs(pixel_values, (t, gh, gw), times[::tp].clone(), _seconds_per_step(times, tp))
+
+    # ----- vision encoder ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, video: VideoInputs, max_window_patches: int = 16384) -> torch.Tensor:
+        """(N, D) LLM-space visual tokens, encoding a few temporal steps at a time.
+
+        Exact: the Qwen2-VL / Qwen2.5-VL ViT attends only within a temporal step (``cu_seqlens`` per step).
+        """
+        t, gh, gw = video.grid_thw
+        patches_per_step = gh * gw
+        steps = max(1, max_window_patches // patches_per_step)
+        visual = self.model.model.visual
+        out = []
+        for start in range(0, t, steps):
+            n = min(steps, t - start)
+            pv = video.pixel_values[start * patches_per_step:(start + n) * patches_per_step]
+            grid = torch.tensor([[n, gh, gw]], device=self.device)
+            out.append(visual(pv.to(self.device, visual.dtype), grid_thw=grid).pooler_output)
+        return torch.cat(out)
+
+    # ----- positions -----------------------------------------------------------------------------------------
+    def time_interval(self, seconds_per_step: float):
+        """Temporal position step per grid step: 1 (Qwen2-VL) or tokens_per_second * seconds (Qwen2.5-VL)."""
+        if self.tokens_per_second is None:
+            return 1
+        # float32 0-d tensor, as the processor's second_per_grid_ts, so rounding matches transformers exactly
+        return self.tokens_per_second * torch.tensor(seconds_per_step, dtype=torch.float32)
+
+    def visual_positions(self, start: int, grid_thw: tuple[int, int, int], seconds_per_step: float) -> torch.Tensor:
+        """(3, T * H/m * W/m) M-RoPE ids of a video block whose first token follows text position ``start - 1``."""
+        return self.model.model.get_vision_position_ids(
+            start, torch.tensor(grid_thw), 1, self.merge, self.time_interval(seconds_per_step))
+
+    def merged_grid(self, grid_thw: tuple[int, int, int]) -> tuple[int, int, int]:
+        t, gh, gw = grid_thw
+        return t, gh // self.merge, gw // self.merge
+
+    # ----- prompt --------------------------------------------------------------------------------------------
+    def prompt_parts(self, system: str | None = None) -> tuple[list[int], str]:
+        """Token ids before the video pads (ending with <|vision_start|>) and the text template after them.
+
+        The template starts with <|vision_end|> and holds the question marker; ``tail_ids`` fills it in.
+        """
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _QUESTION}]}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        pad = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
+        head, sep, tail = text.partition(pad)
+        if not sep or _QUESTION not in tail:
+            raise ValueError(f"the chat template of this model did not place a {pad} before the question: {text!r}")
+        return self.tokenizer(head, add_special_tokens=False)["input_ids"], tail
+
+    def tail_ids(self, tail_template: str, question: str) -> list[int]:
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question must be a non-empty string, got {question!r}")
+        return self.tokenizer(tail_template.replace(_QUESTION, question), add_special_tokens=False)["input_ids"]
+
+    def stop_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def _seconds_per_step(times: torch.Tensor, temporal_patch: int) -> float:
+    """Seconds per temporal step from the frame spacing (1 s per frame when there is a single frame)."""
+    if times.numel() < 2:
+        return float(temporal_patch)
+    spacing = float(times[-1] - times[0]) / (times.numel() - 1)
+    return temporal_patch * (spacing if spacing > 0 else 1.0)
+
+
+def read_preprocessor_config(path: Path) -> dict:
+    """min/max pixels and mean/std from the checkpoint's video or image preprocessor config, when present."""
+    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+        f = path / name
+        if f.is_file():
+            cfg = json.loads(f.read_text())
+            size = cfg.get("size") or {}
+            out = {
+                "min_pixels": cfg.get("min_pixels") or size.get("shortest_edge"),
+                "max_pixels": cfg.get("max_pixels") or size.get("longest_edge"),
+                "image_mean": cfg.get("image_mean"),
+                "image_std": cfg.get("image_std"),
+            }
+            return {k: v for k, v in out.items() if v is not None}
+    return {}

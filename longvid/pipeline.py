@@ -1,0 +1,156 @@
+"""The Python API: load a local checkpoint, then ask questions about videos with any registered method.
+
+    import longvid
+    lm = longvid.load("/models/Qwen2.5-VL-7B-Instruct")
+    print(lm.ask("talk.mp4", "What is on the slide?", method="evs", keep=0.25).text)
+    s = lm.session("talk.mp4", method="knorm", budget=8192); s.ask("Who speaks first?"); s.ask("How many slides?")
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from longvid.engine.decode import Sampling
+from longvid.engine.session import STAGES, Answer, EncodedVideo, VideoSession, answer_with_query
+from longvid.methods.base import TokenPlan
+from longvid.methods.compose import Method
+from longvid.methods.registry import get_method
+from longvid.models import load_adapter
+from longvid.tokens import VisualTokens
+from longvid.video import Frames, probe, read_video
+
+
+@dataclass
+class SamplingOptions:
+    """How frames are taken from the video file (``fps`` xor ``frames``; default 1 fps)."""
+
+    fps: float | None = None
+    frames: int | None = None
+    max_frames: int | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def __post_init__(self):
+        if self.fps is not None and self.frames is not None:
+            raise ValueError(f"pass fps (got {self.fps}) or frames (got {self.frames}), not both")
+
+
+def load(path: str | Path, *, device: str = "cpu", dtype="auto", attn_implementation: str = "sdpa",
+         min_pixels: int | None = None, max_pixels: int | None = None) -> LongVid:
+    """Load a Qwen2-VL / Qwen2.5-VL checkpoint from a local directory."""
+    return LongVid(load_adapter(path, device=device, dtype=dtype, attn_implementation=attn_implementation,
+                                min_pixels=min_pixels, max_pixels=max_pixels))
+
+
+class LongVid:
+    """A loaded model with the whole pipeline: sample, select, encode, reduce, prefill, decode."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    # ----- encoding ------------------------------------------------------------------------------------------
+    def read(self, video, sampling: SamplingOptions | None = None) -> Frames:
+        """Frames from a path (decoded with PyAV) or a ready ``Frames`` object (returned as is)."""
+        if isinstance(video, Frames):
+            return video
+        s = sampling or SamplingOptions()
+        return read_video(video, fps=s.fps, num_frames=s.frames, max_frames=s.max_frames, start=s.start, end=s.end)
+
+    @torch.inference_mode()
+    def encode(self, video, method: Method, *, sampling: SamplingOptions | None = None, question: str | None = None,
+               system: str | None = None, progress=None) -> EncodedVideo:
+        """Run every stage before the LLM. ``question`` is needed only by query-aware token reducers."""
+        seconds = dict.fromkeys(STAGES, 0.0)
+        t0 = time.perf_counter()
+        frames = self.read(video, sampling)
+        seconds["decode"] = time.perf_counter() - t0
+        if progress is not None:
+            progress("decode", 1, 1)
+        adapter = self.adapter
+        plan = TokenPlan(adapter.temporal_patch, adapter.tokens_per_step(*frames.frames.shape[1:3]), len(frames))
+        t0 = time.perf_counter()
+        if method.frame_selector is not None:
+            frames = frames.select(method.frame_selector.select(torch.as_tensor(frames.timestamps), plan, question))
+        seconds["reduce"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        inputs = adapter.preprocess(frames.frames, frames.timestamps)
+        embeds = adapter.encode(inputs)
+        seconds["vision"] = time.perf_counter() - t0
+        if progress is not None:
+            progress("vision", 1, 1)
+        prefix_ids, tail_template = adapter.prompt_parts(system)
+        tokens = self._visual_tokens(embeds, inputs, len(prefix_ids))
+        next_position = int(tokens.positions.max()) + 1
+        t0 = time.perf_counter()
+        query_embeds = None
+        if question is not None:
+            tail = adapter.tail_ids(tail_template, question)
+            query_embeds = adapter.lm.embed_tokens(torch.tensor(tail, device=adapter.device))
+        for reducer in method.token_reducers:
+            if reducer.query_aware and query_embeds is None:
+                raise ValueError(f"token reducer {type(reducer).__name__} of method {method.name!r} needs the question")
+            tokens = reducer.reduce(tokens, query_embeds)
+        seconds["reduce"] += time.perf_counter() - t0
+        return EncodedVideo(tokens, plan.total_tokens, prefix_ids, tail_template, next_position,
+                            inputs.seconds_per_step, seconds)
+
+    def _visual_tokens(self, embeds: torch.Tensor, inputs, start: int) -> VisualTokens:
+        t, h, w = self.adapter.merged_grid(inputs.grid_thw)
+        thw = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), -1)
+        thw = thw.reshape(-1, 3)
+        positions = self.adapter.visual_positions(start, inputs.grid_thw, inputs.seconds_per_step)
+        return VisualTokens(embeds=embeds, thw=thw, positions=positions, time=inputs.step_times[thw[:, 0]],
+                            merged=torch.ones(len(thw), dtype=torch.long), grid_thw=(t, h, w), num_original=len(thw))
+
+    # ----- questions -----------------------------------------------------------------------------------------
+    def ask(self, video, question: str, *, method: str | Method = "full", keep: float | None = None,
+            budget: int | None = None, fps: float | None = None, frames: int | None = None,
+            max_frames: int | None = None, start: float | None = None, end: float | None = None,
+            max_new_tokens: int = 128, sampling: Sampling | None = None, chunk_size: int = 4096,
+            system: str | None = None, record_logits: bool = False, progress=None) -> Answer:
+        """Answer one question about a video (a path or ``Frames``) with a registered method."""
+        method = _resolve(method, keep, budget)
+        opts = SamplingOptions(fps, frames, max_frames, start, end)
+        encoded = self.encode(video, method, sampling=opts, question=question, system=system, progress=progress)
+        if method.query_aware:
+            return answer_with_query(self.adapter, encoded, method, question, max_new_tokens=max_new_tokens,
+                                     sampling=sampling, record_logits=record_logits, progress=progress)
+        session = VideoSession(self.adapter, encoded, method, chunk_size=chunk_size, progress=progress)
+        return session.ask(question, max_new_tokens=max_new_tokens, sampling=sampling, record_logits=record_logits)
+
+    def session(self, video, *, method: str | Method = "full", keep: float | None = None, budget: int | None = None,
+                fps: float | None = None, frames: int | None = None, max_frames: int | None = None,
+                start: float | None = None, end: float | None = None, chunk_size: int = 4096,
+                system: str | None = None, progress=None) -> VideoSession:
+        """Encode a video once into a (compressed) cache; ``session.ask`` then answers many questions."""
+        method = _resolve(method, keep, budget)
+        VideoSession.check_method(method)  # fail before spending time on decoding and encoding
+        opts = SamplingOptions(fps, frames, max_frames, start, end)
+        encoded = self.encode(video, method, sampling=opts, system=system, progress=progress)
+        return VideoSession(self.adapter, encoded, method, chunk_size=chunk_size, progress=progress)
+
+    def info(self, video, sampling: SamplingOptions | None = None) -> dict:
+        """Duration, fps, codec, size and the planned visual-token count at the given sampling."""
+        from longvid.video import plan_indices
+
+        meta = probe(video)
+        s = sampling or SamplingOptions()
+        n_frames = len(plan_indices(meta, fps=s.fps, num_frames=s.frames, max_frames=s.max_frames,
+                                    start=s.start, end=s.end))
+        h, w = self.adapter.frame_size(meta.height, meta.width)
+        plan = TokenPlan(self.adapter.temporal_patch, self.adapter.tokens_per_step(meta.height, meta.width), n_frames)
+        return {"path": str(video), "duration": meta.duration, "fps": meta.fps, "codec": meta.codec,
+                "width": meta.width, "height": meta.height, "frames": n_frames, "resized": [h, w],
+                "tokens_per_step": plan.tokens_per_step, "visual_tokens": plan.total_tokens}
+
+
+def _resolve(method: str | Method, keep: float | None, budget: int | None) -> Method:
+    if isinstance(method, Method):
+        if keep is not None or budget is not None:
+            raise ValueError("keep/budget apply to a method name; a Method object carries its own")
+        return method
+    return get_method(method, keep=keep, budget=budget)

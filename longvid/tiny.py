@@ -1,0 +1,97 @@
+"""Tiny Qwen2-VL / Qwen2.5-VL checkpoints built in code: a byte-level tokenizer, real configs, random weights.
+
+Used by the test suite and by ``longvid demo`` so that nothing is downloaded. The models are the real
+transformers classes at a tiny size; with random weights their answers mean nothing.
+
+    python -c "from longvid.tiny import save_tiny_model; print(save_tiny_model('/tmp/tiny-qwen2vl'))"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# The chat template shipped with Qwen2-VL-7B-Instruct and Qwen2.5-VL-7B-Instruct (tokenizer_config.json).
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+)  # ids 256..263 after the 256 byte symbols
+VOCAB_SIZE = 272  # 256 bytes + 8 specials, padded to a multiple of 16
+TOKEN_IDS = dict(vision_start_token_id=259, vision_end_token_id=260, image_token_id=262, video_token_id=263)
+EOS_ID, PAD_ID = 258, 256  # <|im_end|>, <|endoftext|>
+
+
+def build_tokenizer():
+    """A byte-level Qwen2 tokenizer (no merges) with the Qwen-VL special tokens and the real chat template."""
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    for token in SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS[1:])})
+    tok.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    return tok
+
+
+def tiny_config(family: str = "qwen2_vl", *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                num_kv_heads: int = 2, vision_depth: int = 2, tokens_per_second: int = 2):
+    """A real Qwen2-VL or Qwen2.5-VL config at a tiny size (patch 14, merge 2, temporal patch 2, as the real ones)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    head_dim = hidden_size // num_heads
+    half = head_dim // 2  # mrope_section must sum to head_dim / 2
+    section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    text = dict(
+        vocab_size=VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        max_position_embeddings=32768, bos_token_id=PAD_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=section),
+    )
+    if family == "qwen2_vl":
+        vision = dict(depth=vision_depth, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+        return Qwen2VLConfig(text_config=text, vision_config=vision, **TOKEN_IDS)
+    if family == "qwen2_5_vl":
+        vision = dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2,
+                      out_hidden_size=hidden_size, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                      window_size=56, fullatt_block_indexes=[vision_depth - 1], tokens_per_second=tokens_per_second)
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **TOKEN_IDS)
+    raise ValueError(f"family must be 'qwen2_vl' or 'qwen2_5_vl', got {family!r}")
+
+
+def build_tiny_model(family: str = "qwen2_vl", *, seed: int = 0, **config_kwargs):
+    """Random-weight model of the real transformers class, in float32 and eval mode."""
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(tiny_config(family, **config_kwargs), dtype=torch.float32)
+    model.generation_config.eos_token_id = EOS_ID
+    model.generation_config.pad_token_id = PAD_ID
+    return model.eval()
+
+
+def save_tiny_model(path: str | Path, family: str = "qwen2_vl", *, seed: int = 0, **config_kwargs) -> Path:
+    """Write a loadable checkpoint directory (config, safetensors, tokenizer, chat template) and return its path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    build_tiny_model(family, seed=seed, **config_kwargs).save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    return path

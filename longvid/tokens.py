@@ -1,0 +1,80 @@
+"""VisualTokens: the video's LLM-space tokens with the bookkeeping every reducer must carry.
+
+Reducers never mutate a VisualTokens; they return a new one (a subset via ``select`` or a merge via ``replace``).
+Positions come from the full, unreduced layout (design invariant 1): a kept token keeps its M-RoPE ids.
+
+    from longvid.tokens import VisualTokens
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class VisualTokens:
+    """Visual tokens of one video after the vision encoder's merger (one token per 2x2 patches per temporal step).
+
+    Attributes
+    ----------
+    embeds : torch.Tensor
+        (N, D) LLM-space embeddings.
+    thw : torch.LongTensor
+        (N, 3) coordinates in the merged grid: temporal step, row, column.
+    positions : torch.LongTensor
+        (3, N) M-RoPE (temporal, height, width) ids taken from the full layout of the prompt.
+    time : torch.Tensor
+        (N,) float64 timestamp in seconds of the first frame of the token's temporal step.
+    merged : torch.LongTensor
+        (N,) how many original tokens each token stands for (1 unless a reducer merged tokens).
+    grid_thw : tuple[int, int, int]
+        Merged-grid shape (T, H, W) of the unreduced video: ``T * H * W == num_original``.
+    num_original : int
+        Visual token count before any reduction; realised retention is ``len(self) / num_original``.
+    """
+
+    embeds: torch.Tensor
+    thw: torch.Tensor
+    positions: torch.Tensor
+    time: torch.Tensor
+    merged: torch.Tensor
+    grid_thw: tuple[int, int, int]
+    num_original: int
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens in one temporal step of the unreduced grid (H * W)."""
+        return self.grid_thw[1] * self.grid_thw[2]
+
+    @property
+    def retention(self) -> float:
+        return len(self) / self.num_original
+
+    def select(self, index: torch.Tensor) -> VisualTokens:
+        """Subset by token index (N',), kept in the order given; reducers pass sorted indices to keep time order."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.embeds.device)
+        return replace(
+            self,
+            embeds=self.embeds[index],
+            thw=self.thw[index],
+            positions=self.positions[:, index],
+            time=self.time[index.to(self.time.device)],
+            merged=self.merged[index],
+        )
+
+    def replace(self, **changes) -> VisualTokens:
+        """A copy with some fields changed (used by merging reducers); shapes are checked."""
+        new = replace(self, **changes)
+        n = new.embeds.shape[0]
+        if not (new.thw.shape == (n, 3) and new.positions.shape == (3, n) and new.time.shape == (n,)
+                and new.merged.shape == (n,)):
+            raise ValueError(
+                f"VisualTokens fields disagree on the token count {n}: thw {tuple(new.thw.shape)}, positions "
+                f"{tuple(new.positions.shape)}, time {tuple(new.time.shape)}, merged {tuple(new.merged.shape)}"
+            )
+        return new
