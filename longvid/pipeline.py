@@ -16,11 +16,11 @@ import torch
 
 from longvid.engine.decode import Sampling
 from longvid.engine.session import STAGES, Answer, EncodedVideo, VideoSession, answer_with_query
+from longvid.engine.encode import encode_frames
 from longvid.methods.base import TokenPlan
 from longvid.methods.compose import Method
 from longvid.methods.registry import get_method
 from longvid.models import load_adapter
-from longvid.tokens import VisualTokens
 from longvid.video import Frames, probe, read_video
 
 
@@ -64,47 +64,24 @@ class LongVid:
     def encode(self, video, method: Method, *, sampling: SamplingOptions | None = None, question: str | None = None,
                system: str | None = None, progress=None) -> EncodedVideo:
         """Run every stage before the LLM. ``question`` is needed only by query-aware token reducers."""
-        seconds = dict.fromkeys(STAGES, 0.0)
         t0 = time.perf_counter()
         frames = self.read(video, sampling)
-        seconds["decode"] = time.perf_counter() - t0
+        decode_seconds = time.perf_counter() - t0
         if progress is not None:
             progress("decode", 1, 1)
         adapter = self.adapter
-        plan = TokenPlan(adapter.temporal_patch, adapter.tokens_per_step(*frames.frames.shape[1:3]), len(frames))
-        t0 = time.perf_counter()
-        if method.frame_selector is not None:
-            frames = frames.select(method.frame_selector.select(torch.as_tensor(frames.timestamps), plan, question))
-        seconds["reduce"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        inputs = adapter.preprocess(frames.frames, frames.timestamps)
-        embeds = adapter.encode(inputs)
-        seconds["vision"] = time.perf_counter() - t0
-        if progress is not None:
-            progress("vision", 1, 1)
         prefix_ids, tail_template = adapter.prompt_parts(system)
-        tokens = self._visual_tokens(embeds, inputs, len(prefix_ids))
-        next_position = int(tokens.positions.max()) + 1
-        t0 = time.perf_counter()
         query_embeds = None
         if question is not None:
             tail = adapter.tail_ids(tail_template, question)
             query_embeds = adapter.lm.embed_tokens(torch.tensor(tail, device=adapter.device))
-        for reducer in method.token_reducers:
-            if reducer.query_aware and query_embeds is None:
-                raise ValueError(f"token reducer {type(reducer).__name__} of method {method.name!r} needs the question")
-            tokens = reducer.reduce(tokens, query_embeds)
-        seconds["reduce"] += time.perf_counter() - t0
-        return EncodedVideo(tokens, plan.total_tokens, prefix_ids, tail_template, next_position,
-                            inputs.seconds_per_step, seconds)
-
-    def _visual_tokens(self, embeds: torch.Tensor, inputs, start: int) -> VisualTokens:
-        t, h, w = self.adapter.merged_grid(inputs.grid_thw)
-        thw = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), -1)
-        thw = thw.reshape(-1, 3)
-        positions = self.adapter.visual_positions(start, inputs.grid_thw, inputs.seconds_per_step)
-        return VisualTokens(embeds=embeds, thw=thw, positions=positions, time=inputs.step_times[thw[:, 0]],
-                            merged=torch.ones(len(thw), dtype=torch.long), grid_thw=(t, h, w), num_original=len(thw))
+        enc = encode_frames(adapter, frames, method, start=len(prefix_ids), query_embeds=query_embeds,
+                            question=question)
+        if progress is not None:
+            progress("vision", 1, 1)
+        seconds = dict.fromkeys(STAGES, 0.0) | enc.seconds | {"decode": decode_seconds}
+        return EncodedVideo(enc.tokens, enc.visual_tokens, prefix_ids, tail_template, enc.next_position,
+                            enc.seconds_per_step, seconds, enc.steps, tuple(frames.frames.shape[1:3]))
 
     # ----- questions -----------------------------------------------------------------------------------------
     def ask(self, video, question: str, *, method: str | Method = "full", keep: float | None = None,

@@ -17,6 +17,7 @@ import torch
 
 from longvid.engine.cache import copy_cache, kv_bytes, new_cache
 from longvid.engine.decode import Sampling, generate
+from longvid.engine.encode import encode_frames
 from longvid.engine.forward import forward
 from longvid.tokens import VisualTokens
 
@@ -65,6 +66,7 @@ class EncodedVideo:
     """A video after sampling, frame selection, vision encoding and pre-LLM reduction, plus its prompt layout.
 
     ``next_position`` is the first text position after the video in the full (unreduced) layout: max + 1.
+    ``steps`` temporal steps of ``frame_shape`` (H, W) frames were encoded (streaming continues from there).
     """
 
     tokens: VisualTokens
@@ -74,6 +76,8 @@ class EncodedVideo:
     next_position: int
     seconds_per_step: float
     seconds: dict
+    steps: int = 0
+    frame_shape: tuple[int, int] | None = None
 
 
 class VideoSession:
@@ -97,6 +101,7 @@ class VideoSession:
         self.visual_tokens = encoded.visual_tokens
         self.llm_tokens = len(encoded.prefix_ids) + len(encoded.tokens)
         self.visual_seen = 0
+        self.steps = encoded.steps
         self.next_position = encoded.next_position
         self.cache = new_cache(adapter.lm.config)
         lm = adapter.lm
@@ -113,6 +118,23 @@ class VideoSession:
     def kept_visual(self) -> int:
         return self.cache.get_seq_length() - self.n_protected
 
+    def extend(self, frames) -> None:
+        """Stream more frames (a ``longvid.video.Frames`` of the same size) into the session.
+
+        Their temporal positions continue the video's at the session's seconds per step; the method's frame selector
+        and token reducers run on the new frames alone (EVS keeps their first step whole); the press then holds the
+        cache under its budget. Each call pads its frames to a multiple of the temporal patch like the processor.
+        """
+        enc = encode_frames(self.adapter, frames, self.method, start=self.n_protected, first_step=self.steps,
+                            seconds_per_step=self.encoded.seconds_per_step, frame_shape=self.encoded.frame_shape)
+        for stage, sec in enc.seconds.items():
+            self.seconds[stage] += sec
+        self.steps += enc.steps
+        self.visual_tokens += enc.visual_tokens
+        self.llm_tokens += len(enc.tokens)
+        self.extend_tokens(enc.tokens)
+        self.next_position = max(self.next_position, enc.next_position)
+
     @torch.inference_mode()
     def extend_tokens(self, tokens: VisualTokens) -> None:
         """Append visual tokens (positions already in the full layout) and compress under the press's budget."""
@@ -120,8 +142,6 @@ class VideoSession:
         embeds = tokens.embeds.to(self.adapter.device, self.adapter.dtype).unsqueeze(0)
         positions = tokens.positions.to(self.adapter.device).unsqueeze(1)
         self._prefill(embeds, positions, visual=True)
-        if len(tokens):
-            self.next_position = max(self.next_position, int(tokens.positions.max()) + 1)
         self.seconds["prefill"] += time.perf_counter() - t0
 
     def _prefill(self, embeds: torch.Tensor, positions: torch.Tensor, visual: bool) -> None:

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny random Qwen2-VL / Qwen2.5-VL checkpoints built in code, and small generated videos.
+
+    pytest tests/ -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import longvid
+from longvid.tiny import save_tiny_model
+from longvid.video import read_video, write_test_video
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+# 56x56 to 84x84 frames: 2x2 or 3x3 merged tokens per temporal step, enough to exercise every index path
+PIXELS = dict(min_pixels=56 * 56, max_pixels=84 * 84)
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {family: save_tiny_model(root / family, family, seed=0) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def lms(tiny_dirs):
+    torch.manual_seed(0)
+    return {family: longvid.load(path, **PIXELS) for family, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def lm(lms, family):
+    return lms[family]
+
+
+@pytest.fixture(scope="session")
+def video_path(tmp_path_factory):
+    """A real H.264 file: 6 s, 10 fps, 112x84, moving texture and a moving square."""
+    return write_test_video(tmp_path_factory.mktemp("videos") / "clip.mp4", seconds=6, fps=10, width=112, height=84)
+
+
+@pytest.fixture(scope="session")
+def frames(video_path):
+    """8 frames at 2 fps -> 4 temporal steps x 3x3 merged tokens = 36 visual tokens."""
+    return read_video(video_path, fps=2, max_frames=8)
+
+
+@pytest.fixture(scope="session")
+def long_frames(video_path):
+    """24 frames -> 12 temporal steps: a video longer (in steps) than it is wide, where layouts differ."""
+    return read_video(video_path, num_frames=24)

@@ -1,0 +1,218 @@
+"""Equivalence tests of the engine against plain transformers, on tiny random models of both families (fp32).
+
+    pytest tests/test_engine.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import longvid
+from longvid.engine.cache import new_cache
+from longvid.engine.forward import causal_mask, forward
+from longvid.methods.base import KVPress, gather_entries
+from longvid.methods.compose import Method
+from longvid.video import read_video
+
+ATOL = 1e-5
+
+
+def transformers_inputs(lm, frames, question):
+    """The same prompt as longvid builds, in the form transformers' own ``generate`` takes."""
+    a = lm.adapter
+    inputs = a.preprocess(frames.frames, frames.timestamps)
+    prefix, tail_template = a.prompt_parts()
+    t, h, w = a.merged_grid(inputs.grid_thw)
+    ids = torch.tensor([prefix + [a.video_token_id] * (t * h * w) + a.tail_ids(tail_template, question)])
+    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=inputs.pixel_values,
+                  video_grid_thw=torch.tensor([inputs.grid_thw]), mm_token_type_ids=(ids == a.video_token_id).int() * 2)
+    if a.family == "qwen2_5_vl":
+        kwargs["second_per_grid_ts"] = torch.tensor([inputs.seconds_per_step])
+    return kwargs
+
+
+def hf_generate(model, max_new_tokens, **kwargs):
+    out = model.generate(**kwargs, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                         return_dict_in_generate=True)
+    n = kwargs["input_ids" if "input_ids" in kwargs else "inputs_embeds"].shape[1]
+    tokens = out.sequences[0, n:].tolist() if "input_ids" in kwargs else out.sequences[0].tolist()
+    return tokens, [x[0] for x in out.logits]
+
+
+def assert_same_generation(ours, tokens, logits, stop_ids):
+    """Our tokens equal transformers' (which also emits the stop token); logits agree at every step we took."""
+    assert ours.token_ids == [t for t in tokens if t not in stop_ids][: len(ours.token_ids)]
+    for mine, theirs in zip(ours.logits, logits):
+        torch.testing.assert_close(mine, theirs.float(), atol=ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def short_frames(video_path):
+    """4 frames 0.2 s apart: 2 temporal steps, short enough that transformers 5.23's layout equals the original."""
+    return read_video(video_path, fps=5, start=0.0, end=0.8)
+
+
+def test_full_equals_transformers_generate(lm, short_frames):
+    q = "What moves?"
+    ours = lm.ask(short_frames, q, method="full", max_new_tokens=8, record_logits=True)
+    tokens, logits = hf_generate(lm.adapter.model, 8, **transformers_inputs(lm, short_frames, q))
+    assert len(ours.logits) >= 2
+    assert_same_generation(ours, tokens, logits, lm.adapter.stop_ids())
+
+
+def test_full_equals_transformers_with_explicit_positions_on_long_video(lm, long_frames):
+    """Where transformers' get_rope_index diverges (long videos), generate() with our positions agrees."""
+    q = "Count the squares."
+    method = longvid.get_method("full")
+    enc = lm.encode(long_frames, method)
+    ours = lm.ask(long_frames, q, max_new_tokens=6, record_logits=True)
+    a = lm.adapter
+    tail = a.tail_ids(enc.tail_template, q)
+    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
+                        a.lm.embed_tokens(torch.tensor(tail))])[None]
+    n_pre = len(enc.prefix_ids)
+    positions = torch.cat([torch.arange(n_pre).expand(3, -1), enc.tokens.positions,
+                           enc.next_position + torch.arange(len(tail)).expand(3, -1)], dim=1)[:, None]
+    tokens, logits = hf_generate(a.model, 6, inputs_embeds=embeds, attention_mask=torch.ones(1, embeds.shape[1]),
+                                 position_ids=positions)
+    assert_same_generation(ours, tokens, logits, a.stop_ids())
+
+
+def test_text_after_video_starts_at_full_layout_max_plus_one(lm, long_frames):
+    """Pins the original Qwen layout, and the transformers 5.23 difference it guards against."""
+    enc = lm.encode(long_frames, longvid.get_method("full"))
+    pos = enc.tokens.positions
+    start = len(enc.prefix_ids)
+    assert enc.next_position == int(pos.max()) + 1
+    t, h, w = enc.tokens.grid_thw
+    assert pos[1].min() == start and pos[1].max() == start + h - 1 and pos[2].max() == start + w - 1
+    step = lm.adapter.time_interval(enc.seconds_per_step)  # 1 (Qwen2-VL) or tokens_per_second * s/step (2.5)
+    assert int(pos[0].max()) - start == int((t - 1) * step)  # the temporal extent spans the video
+    ids = transformers_inputs(lm, long_frames, "q")
+    hf_pos, _ = lm.adapter.model.model.get_rope_index(
+        ids["input_ids"], ids["mm_token_type_ids"], video_grid_thw=ids["video_grid_thw"],
+        second_per_grid_ts=ids.get("second_per_grid_ts"))
+    n_vis = len(enc.tokens)
+    torch.testing.assert_close(hf_pos[:, 0, start:start + n_vis], pos)  # video block: identical
+    assert int(hf_pos[0, 0, start + n_vis]) == start + max(h, w) < enc.next_position  # transformers 5.23 differs
+
+
+def test_chunked_prefill_equals_one_pass(lm, frames):
+    one = lm.ask(frames, "Where is the square?", chunk_size=100_000, max_new_tokens=6, record_logits=True)
+    chunked = lm.ask(frames, "Where is the square?", chunk_size=5, max_new_tokens=6, record_logits=True)
+    assert chunked.token_ids == one.token_ids
+    for a, b in zip(chunked.logits, one.logits):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+def test_window_vision_encoding_equals_one_shot(lm, long_frames):
+    a = lm.adapter
+    inputs = a.preprocess(long_frames.frames, long_frames.timestamps)
+    _, gh, gw = inputs.grid_thw
+    windowed = a.encode(inputs, max_window_patches=gh * gw * 2)  # 2 temporal steps per window
+    whole = a.model.get_video_features(inputs.pixel_values, torch.tensor([inputs.grid_thw])).pooler_output[0]
+    torch.testing.assert_close(windowed, whole, atol=ATOL, rtol=0)
+
+
+def test_session_second_question_equals_fresh_encode(lm, frames):
+    session = lm.session(frames, method="knorm", keep=0.5, chunk_size=8)
+    session.ask("First question?", max_new_tokens=5)
+    second = session.ask("Second question?", max_new_tokens=5, record_logits=True)
+    fresh = lm.ask(frames, "Second question?", method="knorm", keep=0.5, chunk_size=8, max_new_tokens=5,
+                   record_logits=True)
+    assert second.token_ids == fresh.token_ids
+    for a, b in zip(second.logits, fresh.logits):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert second.stats.kept_tokens == fresh.stats.kept_tokens
+
+
+def test_reduced_tokens_keep_positions_and_decode_continues(lm, frames):
+    """Random drop: kept tokens carry their full-layout ids; transformers generate on them agrees."""
+    full = lm.encode(frames, longvid.get_method("full"))
+    enc = lm.encode(frames, longvid.get_method("random", keep=0.5))
+    index = [int(((full.tokens.thw == row).all(1)).nonzero()) for row in enc.tokens.thw]
+    torch.testing.assert_close(enc.tokens.positions, full.tokens.positions[:, index])
+    assert enc.next_position == full.next_position
+    q = "Which colour?"
+    ours = lm.ask(frames, q, method="random", keep=0.5, max_new_tokens=6, record_logits=True)
+    a = lm.adapter
+    tail = a.tail_ids(enc.tail_template, q)
+    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
+                        a.lm.embed_tokens(torch.tensor(tail))])[None]
+    positions = torch.cat([torch.arange(len(enc.prefix_ids)).expand(3, -1), enc.tokens.positions,
+                           enc.next_position + torch.arange(len(tail)).expand(3, -1)], dim=1)[:, None]
+    tokens, logits = hf_generate(a.model, 6, inputs_embeds=embeds, attention_mask=torch.ones(1, embeds.shape[1]),
+                                 position_ids=positions)
+    assert_same_generation(ours, tokens, logits, a.stop_ids())
+
+
+class ScheduledPress(KVPress):
+    """Test double: evicts by a fixed per-(KV head, visual token) priority and logs what each head keeps."""
+
+    def __init__(self, priority: torch.Tensor, budget: int):
+        self.priority, self.budget, self.keep = priority, budget, None
+        self.ids, self.seen, self.log = None, 0, []
+
+    def compress(self, cache, n_protected, n_keep):
+        cached = cache.get_seq_length() - n_protected
+        heads = self.priority.shape[0]
+        old = self.ids if self.ids is not None else torch.empty(heads, 0, dtype=torch.long)
+        new = torch.arange(self.seen, self.seen + cached - old.shape[1]).expand(heads, -1)
+        ids = torch.cat([old, new], dim=1)
+        self.seen += new.shape[1]
+        if cached > n_keep:
+            keep = torch.topk(self.priority.gather(1, ids), n_keep, dim=1).indices.sort(dim=1).values
+            for layer in cache.layers:
+                layer.keys = gather_entries(layer.keys, keep[None], n_protected)
+                layer.values = gather_entries(layer.values, keep[None], n_protected)
+            ids = ids.gather(1, keep)
+        self.ids = ids
+        self.log.append((self.seen, ids.clone()))
+
+
+def test_evicting_equals_masking(lm, frames):
+    """Chunked prefill with per-head eviction == one forward where each query cannot see what was evicted before it."""
+    a = lm.adapter
+    q, chunk = "What changed?", 7
+    n_vis = len(lm.encode(frames, longvid.get_method("full")).tokens)
+    kv_heads, groups = a.lm.config.num_key_value_heads, a.lm.config.num_attention_heads // a.lm.config.num_key_value_heads
+    press = ScheduledPress(torch.rand(kv_heads, n_vis, generator=torch.Generator().manual_seed(1)), budget=9)
+    press.target = lambda seen: min(seen, 9)
+    ours = lm.ask(frames, q, method=Method("scheduled", press=press), chunk_size=chunk, max_new_tokens=1,
+                  record_logits=True)
+    enc = lm.encode(frames, longvid.get_method("full"))
+    tail = a.tail_ids(enc.tail_template, q)
+    n_pre, n_tail = len(enc.prefix_ids), len(tail)
+    total = n_pre + n_vis + n_tail
+    visible = torch.ones(kv_heads, total, total, dtype=torch.bool).tril()
+    kept_before = torch.ones(kv_heads, n_vis, dtype=torch.bool)  # what each head still holds, chunk by chunk
+    logs = iter(press.log)
+    for start in range(0, n_vis, chunk):
+        rows = slice(n_pre + start, n_pre + min(start + chunk, n_vis))
+        visible[:, rows, n_pre:n_pre + start] &= kept_before[:, None, :start]
+        seen, ids = next(logs)
+        kept_before = torch.zeros(kv_heads, n_vis, dtype=torch.bool)
+        kept_before.scatter_(1, ids, True)
+        kept_before[:, seen:] = True
+    visible[:, n_pre + n_vis:, n_pre:n_pre + n_vis] &= kept_before[:, None, :]
+    mask = torch.zeros(1, kv_heads * groups, total, total)
+    mask.masked_fill_(~visible.repeat_interleave(groups, 0)[None], torch.finfo(torch.float32).min)
+    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
+                        a.lm.embed_tokens(torch.tensor(tail))])[None]
+    positions = torch.cat([torch.arange(n_pre).expand(3, -1), enc.tokens.positions,
+                           enc.next_position + torch.arange(n_tail).expand(3, -1)], dim=1)[:, None]
+    with torch.inference_mode():
+        hidden, _ = forward(a.lm, embeds, positions, new_cache(a.lm.config), attention_mask=mask)
+        reference = a.lm.logits(hidden[:, -1])[0]
+    torch.testing.assert_close(ours.logits[0], reference, atol=ATOL, rtol=0)
+    assert ours.stats.kept_tokens == 9 and press.ids.shape == (kv_heads, 9)
+    assert not torch.equal(press.ids[0], press.ids[1])  # heads really kept different entries
+
+
+def test_causal_mask_is_bottom_right_aligned():
+    mask = causal_mask("sdpa", 2, 5, torch.float32, "cpu")[0, 0]
+    assert (mask[0] == 0).tolist() == [True, True, True, True, False]
+    assert (mask[1] == 0).all()
+    assert causal_mask("sdpa", 4, 4, torch.float32, "cpu") is None
+    assert causal_mask("eager", 1, 9, torch.float32, "cpu") is None

@@ -1,0 +1,195 @@
+"""Every registered method: keep-everything equals ``full``, realised retention, determinism, stage mechanics.
+
+    pytest tests/test_methods.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import longvid
+from longvid.engine.cache import new_cache
+from longvid.engine.forward import causal_mask, forward
+from longvid.methods.base import LayerPruner
+from longvid.methods.compose import Method
+from longvid.methods.registry import METHODS, get_method
+from longvid.methods.tokens.evs import EVS
+from longvid.tokens import VisualTokens
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def full_answers(lms, frames):
+    return {f: lm.ask(frames, "What is it?", max_new_tokens=5, record_logits=True) for f, lm in lms.items()}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_keep_everything_equals_full(lm, family, frames, full_answers, name):
+    ans = lm.ask(frames, "What is it?", method=name, keep=1.0, max_new_tokens=5, record_logits=True, chunk_size=6)
+    ref = full_answers[family]
+    assert ans.token_ids == ref.token_ids
+    for a, b in zip(ans.logits, ref.logits):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    assert ans.stats.kept_tokens == ans.stats.visual_tokens == ref.stats.visual_tokens
+
+
+@pytest.mark.parametrize("name", ["random", "evs", "knorm"])
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.77])
+def test_realised_retention_within_one_token(lms, long_frames, name, keep):
+    lm = lms["qwen2_vl"]
+    ans = lm.ask(long_frames, "q?", method=name, keep=keep, max_new_tokens=1, chunk_size=10)
+    s = ans.stats
+    assert abs(s.kept_tokens - keep * s.visual_tokens) <= 1
+    assert abs(s.retention - keep) <= 1 / s.visual_tokens
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.77])
+def test_uniform_retention_within_half_a_temporal_step(lms, long_frames, keep):
+    lm = lms["qwen2_vl"]
+    s = lm.ask(long_frames, "q?", method="uniform", keep=keep, max_new_tokens=1).stats
+    per_step = lm.adapter.tokens_per_step(*long_frames.frames.shape[1:3])
+    assert s.kept_tokens % per_step == 0
+    assert abs(s.kept_tokens - keep * s.visual_tokens) <= per_step / 2
+
+
+def test_budget_is_an_absolute_token_count(lms, long_frames):
+    lm = lms["qwen2_vl"]
+    for name in ("random", "evs", "knorm"):
+        assert lm.ask(long_frames, "q?", method=name, budget=20, max_new_tokens=1).stats.kept_tokens == 20
+
+
+def test_random_is_seeded(lms, long_frames):
+    lm = lms["qwen2_vl"]
+    enc = [lm.encode(long_frames, get_method("random", keep=0.4, seed=s)) for s in (0, 0, 1)]
+    assert torch.equal(enc[0].tokens.thw, enc[1].tokens.thw)
+    assert not torch.equal(enc[0].tokens.thw, enc[2].tokens.thw)
+
+
+def tokens_from(embeds: torch.Tensor, grid) -> VisualTokens:
+    t, h, w = grid
+    thw = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), -1).view(-1, 3)
+    return VisualTokens(embeds, thw, thw.T.clone(), thw[:, 0].double(), torch.ones(len(thw), dtype=torch.long),
+                        grid, len(thw))
+
+
+def test_evs_scores_against_a_hand_worked_example():
+    # 3 steps x 2 slots. Slot 0 never changes; slot 1 turns 90 degrees at step 1, then stays.
+    e = torch.tensor([[1.0, 0.0], [1.0, 0.0],
+                      [1.0, 0.0], [0.0, 1.0],
+                      [1.0, 0.0], [0.0, 1.0]])
+    tokens = tokens_from(e, (3, 1, 2))
+    scores = EVS(keep=0.5).score(tokens, None)
+    assert torch.isinf(scores[:2]).all()  # first step always kept
+    torch.testing.assert_close(scores[2:], torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    kept = EVS(keep=0.5).reduce(tokens)  # 3 of 6: the first step and the changed slot
+    assert kept.thw.tolist() == [[0, 0, 0], [0, 0, 1], [1, 0, 1]]
+    assert EVS(keep=0.1).reduce(tokens).thw.tolist() == [[0, 0, 0], [0, 0, 1]]  # never below one step
+
+
+def test_evs_needs_the_full_grid():
+    tokens = tokens_from(torch.randn(6, 4), (3, 1, 2)).select(torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="full 3x1x2 grid"):
+        EVS(keep=0.5).reduce(tokens)
+
+
+class DropOddVisual(LayerPruner):
+    """Test double: after layer 0, drop every other visual token."""
+
+    layer = 0
+
+    def select(self, ctx):
+        visual_idx = ctx.visual.nonzero().flatten()
+        dropped = visual_idx[1::2]
+        keep = torch.ones_like(ctx.visual)
+        keep[dropped] = False
+        return keep.nonzero().flatten()
+
+
+def test_layer_pruner_equals_per_layer_masking(lm, frames):
+    """Pruning after layer K == masking the dropped keys in layers > K, and in every layer while decoding."""
+    q = "Where?"
+    pruner = DropOddVisual()
+    ours = lm.ask(frames, q, method=Method("drop-odd", layer_pruner=pruner), max_new_tokens=2, record_logits=True)
+    a = lm.adapter
+    enc = lm.encode(frames, get_method("full"))
+    tail = a.tail_ids(enc.tail_template, q)
+    n_pre, n_vis = len(enc.prefix_ids), len(enc.tokens)
+    total = n_pre + n_vis + len(tail)
+    dropped = torch.zeros(total, dtype=torch.bool)
+    dropped[n_pre + 1:n_pre + n_vis:2] = True
+    assert ours.stats.kept_tokens == n_vis - int(dropped.sum())
+    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
+                        a.lm.embed_tokens(torch.tensor(tail))])[None]
+    positions = torch.cat([torch.arange(n_pre).expand(3, -1), enc.tokens.positions,
+                           enc.next_position + torch.arange(len(tail)).expand(3, -1)], dim=1)[:, None]
+    causal = causal_mask("eager", total, total, torch.float32, "cpu")
+    pruned = causal.masked_fill(dropped, torch.finfo(torch.float32).min)
+    with torch.inference_mode():
+        cache, h = new_cache(a.lm.config), embeds
+        cos_sin = a.lm.rotary_emb(h, positions)
+        for i, layer in enumerate(a.lm.layers):
+            h = layer(h, attention_mask=causal if i <= pruner.layer else pruned, position_embeddings=cos_sin,
+                      past_key_values=cache, use_cache=True)
+        first = a.lm.logits(a.lm.norm(h[:, -1:]))[0, 0]
+        token = torch.tensor([[int(first.argmax())]])
+        step_mask = torch.zeros(1, 1, 1, total + 1).masked_fill(torch.cat([dropped, torch.tensor([False])]),
+                                                                torch.finfo(torch.float32).min)
+        pos = torch.full((3, 1, 1), enc.next_position + len(tail))
+        h2, _ = forward(a.lm, a.lm.embed_tokens(token), pos, cache, attention_mask=step_mask)
+        second = a.lm.logits(h2[:, -1])[0]
+    torch.testing.assert_close(ours.logits[0], first, atol=ATOL, rtol=0)
+    torch.testing.assert_close(ours.logits[1], second, atol=ATOL, rtol=0)
+
+
+def test_layer_pruner_must_keep_text(lm, frames):
+    class DropText(LayerPruner):
+        layer = 0
+
+        def select(self, ctx):
+            return torch.arange(1, len(ctx.visual))
+
+    with pytest.raises(ValueError, match="visual tokens only"):
+        lm.ask(frames, "q?", method=Method("bad", layer_pruner=DropText()), max_new_tokens=1)
+
+
+def test_query_aware_method_refused_in_sessions(lm, frames):
+    with pytest.raises(ValueError, match="query-agnostic.*full, uniform, random, evs, knorm"):
+        lm.session(frames, method=Method("drop-odd", layer_pruner=DropOddVisual()))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(keep=0.0), r"keep must be a ratio in \(0, 1\]"),
+    (dict(keep=1.5), r"keep must be a ratio in \(0, 1\]"),
+    (dict(budget=0), "budget must be a positive"),
+    (dict(keep=0.5, budget=10), "not both"),
+])
+def test_bad_keep_or_budget(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        get_method("random", **kwargs)
+
+
+def test_unknown_method_lists_valid_ones():
+    with pytest.raises(ValueError, match="unknown method 'nope'; valid methods: full, uniform, random, evs, knorm"):
+        get_method("nope")
+
+
+def test_session_answers_do_not_change_the_session(lm, frames):
+    s = lm.session(frames, method="knorm", keep=0.5, chunk_size=8)
+    before = [layer.keys.clone() for layer in s.cache.layers]
+    s.ask("One?", max_new_tokens=3)
+    assert all(torch.equal(b, layer.keys) for b, layer in zip(before, s.cache.layers))
+
+
+def test_extend_streams_under_the_press_budget(lm, video_path):
+    from longvid.video import read_video
+
+    first = read_video(video_path, fps=2, end=3.0)
+    second = read_video(video_path, fps=2, start=3.0)
+    s = lm.session(first, method="knorm", budget=10, chunk_size=8)
+    n0 = s.visual_tokens
+    s.extend(second)
+    assert s.visual_tokens > n0
+    assert s.kept_visual() == 10
+    assert s.ask("What now?", max_new_tokens=2).stats.kept_tokens == 10
