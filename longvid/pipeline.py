@@ -21,7 +21,7 @@ from longvid.methods.base import TokenPlan
 from longvid.methods.compose import Method
 from longvid.methods.registry import get_method
 from longvid.models import load_adapter
-from longvid.video import Frames, probe, read_video
+from longvid.video import Frames, plan_indices, probe, read_video
 
 
 @dataclass
@@ -112,17 +112,20 @@ class LongVid:
 
     def info(self, video, sampling: SamplingOptions | None = None) -> dict:
         """Duration, fps, codec, size and the planned visual-token count at the given sampling."""
-        from longvid.video import plan_indices
+        return video_info(video, self.adapter.pixels, sampling)
 
-        meta = probe(video)
-        s = sampling or SamplingOptions()
-        n_frames = len(plan_indices(meta, fps=s.fps, num_frames=s.frames, max_frames=s.max_frames,
-                                    start=s.start, end=s.end))
-        h, w = self.adapter.frame_size(meta.height, meta.width)
-        plan = TokenPlan(self.adapter.temporal_patch, self.adapter.tokens_per_step(meta.height, meta.width), n_frames)
-        return {"path": str(video), "duration": meta.duration, "fps": meta.fps, "codec": meta.codec,
-                "width": meta.width, "height": meta.height, "frames": n_frames, "resized": [h, w],
-                "tokens_per_step": plan.tokens_per_step, "visual_tokens": plan.total_tokens}
+
+def video_info(video, pixels, sampling: SamplingOptions | None = None) -> dict:
+    """What ``longvid info`` prints: the video's metadata and its visual-token cost under ``pixels`` (a PixelPlan)."""
+    meta = probe(video)
+    s = sampling or SamplingOptions()
+    n_frames = len(plan_indices(meta, fps=s.fps, num_frames=s.frames, max_frames=s.max_frames, start=s.start,
+                                end=s.end))
+    plan = TokenPlan(pixels.temporal_patch, pixels.tokens_per_step(meta.height, meta.width), n_frames)
+    return {"path": str(video), "duration": meta.duration, "fps": meta.fps, "codec": meta.codec,
+            "width": meta.width, "height": meta.height, "sampled_frames": n_frames,
+            "resized": list(pixels.frame_size(meta.height, meta.width)), "tokens_per_step": plan.tokens_per_step,
+            "visual_tokens": plan.total_tokens}
 
 
 def _resolve(method: str | Method, keep: float | None, budget: int | None) -> Method:

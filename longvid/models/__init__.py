@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from longvid.models.qwen2_vl import Qwen2VLAdapter, read_preprocessor_config
+from longvid.models.qwen2_vl import PixelPlan, Qwen2VLAdapter, pixel_plan_from_checkpoint, read_preprocessor_config
 
 ADAPTERS = {"qwen2_vl": Qwen2VLAdapter, "qwen2_5_vl": Qwen2VLAdapter}
 SUPPORTED_MODELS = tuple(ADAPTERS)
@@ -61,4 +61,14 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype="auto", attn_im
     return ADAPTERS[family](model, tokenizer, **pre)
 
 
-__all__ = ["SUPPORTED_MODELS", "Qwen2VLAdapter", "load_adapter", "model_family", "resolve_dtype"]
+def pixel_plan(path: str | Path | None = None, *, min_pixels: int | None = None,
+               max_pixels: int | None = None) -> PixelPlan:
+    """Frame geometry of a checkpoint (config only, no weights), or Qwen2-VL's defaults when ``path`` is None."""
+    if path is None:
+        return PixelPlan.create(min_pixels=min_pixels, max_pixels=max_pixels)
+    model_family(path)
+    return pixel_plan_from_checkpoint(Path(path), min_pixels, max_pixels)
+
+
+__all__ = ["SUPPORTED_MODELS", "PixelPlan", "Qwen2VLAdapter", "load_adapter", "model_family", "pixel_plan",
+           "resolve_dtype"]

@@ -53,6 +53,43 @@ class VideoInputs:
     seconds_per_step: float
 
 
+@dataclass(frozen=True)
+class PixelPlan:
+    """Frame geometry of a Qwen-VL vision encoder: resize rule and token count per temporal step."""
+
+    patch_size: int = 14
+    merge: int = 2
+    temporal_patch: int = 2
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def create(cls, patch_size=14, merge=2, temporal_patch=2, min_pixels=None, max_pixels=None) -> PixelPlan:
+        """Defaults as Qwen2VLVideoProcessor; a max below the default min lowers the min with it."""
+        max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+        min_pixels = min_pixels or min(DEFAULT_MIN_PIXELS, max_pixels)
+        if min_pixels > max_pixels:
+            raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+        return cls(patch_size, merge, temporal_patch, min_pixels, max_pixels)
+
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """Resized (height, width): multiples of patch * merge within [min_pixels, max_pixels]."""
+        return smart_resize(height, width, factor=self.patch_size * self.merge,
+                            min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+
+    def tokens_per_step(self, height: int, width: int) -> int:
+        h, w = self.frame_size(height, width)
+        return (h // self.patch_size // self.merge) * (w // self.patch_size // self.merge)
+
+
+def pixel_plan_from_checkpoint(path: Path, min_pixels: int | None = None, max_pixels: int | None = None) -> PixelPlan:
+    """The geometry from config.json and the preprocessor config, without loading weights."""
+    vc = json.loads((path / "config.json").read_text()).get("vision_config", {})
+    pre = read_preprocessor_config(path)
+    return PixelPlan.create(vc.get("patch_size", 14), vc.get("spatial_merge_size", 2), vc.get("temporal_patch_size", 2),
+                            min_pixels or pre.get("min_pixels"), max_pixels or pre.get("max_pixels"))
+
+
 class Qwen2VLAdapter:
     """Qwen2-VL / Qwen2.5-VL: preprocessing, prompt, windowed vision encoding and M-RoPE layout."""
 
@@ -65,11 +102,7 @@ class Qwen2VLAdapter:
         vc = model.config.vision_config
         self.patch_size, self.merge, self.temporal_patch = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size
         self.tokens_per_second = getattr(vc, "tokens_per_second", None) if self.family == "qwen2_5_vl" else None
-        self.max_pixels = max_pixels or DEFAULT_MAX_PIXELS
-        # a max below the default min lowers the min with it; an explicit min above the max is an error
-        self.min_pixels = min_pixels or min(DEFAULT_MIN_PIXELS, self.max_pixels)
-        if self.min_pixels > self.max_pixels:
-            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+        self.pixels = PixelPlan.create(self.patch_size, self.merge, self.temporal_patch, min_pixels, max_pixels)
         self.mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
         self.video_token_id = model.config.video_token_id
@@ -87,13 +120,10 @@ class Qwen2VLAdapter:
 
     # ----- pixels ---------------------------------------------------------------------------------------------
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
-        """Resized (height, width): multiples of patch * merge within [min_pixels, max_pixels]."""
-        return smart_resize(height, width, factor=self.patch_size * self.merge,
-                            min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return self.pixels.frame_size(height, width)
 
     def tokens_per_step(self, height: int, width: int) -> int:
-        h, w = self.frame_size(height, width)
-        return (h // self.patch_size // self.merge) * (w // self.patch_size // self.merge)
+        return self.pixels.tokens_per_step(height, width)
 
     def preprocess(self, frames: np.ndarray, timestamps) -> VideoInputs:
         """Resize, pad to a multiple of the temporal patch (repeating the last frame), normalise and patchify.

@@ -1,0 +1,213 @@
+"""The ``longvid`` command: ask, methods, info, demo. A thin layer over the Python API (``longvid.pipeline``).
+
+    longvid ask talk.mp4 "What is on the slide?" --model /models/Qwen2.5-VL-7B-Instruct --method evs --keep 0.25
+    longvid methods
+    longvid info talk.mp4 --model /models/Qwen2.5-VL-7B-Instruct
+    longvid demo
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Video LLMs on long videos: frame selection, token reduction and KV compression.")
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str) -> None:
+    """A user error: one line on stderr, exit code 2."""
+    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def user_errors(command):
+    """Bad input found deeper down (a missing video, an unsupported model) also ends as one line, exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, FileNotFoundError) as e:
+            fail(str(e))
+
+    return wrapper
+
+
+class RichProgress:
+    """``progress(stage, done, total)`` callback drawing one rich bar per pipeline stage (on stderr)."""
+
+    LABELS = {"decode": "decoding video", "vision": "encoding frames", "prefill": "prefilling",
+              "generate": "generating"}
+
+    def __init__(self, progress: Progress):
+        self.progress, self.tasks = progress, {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(self.LABELS.get(stage, stage), total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+def progress_bars() -> Progress:
+    return Progress(TextColumn("{task.description:>16}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+def check_choices(method: str, keep: Optional[float], budget: Optional[int], fps: Optional[float],
+                  frames: Optional[int]) -> None:
+    """Validate before anything slow happens; each failure is one line naming the valid choices."""
+    from longvid.methods.registry import METHODS
+
+    if method not in METHODS:
+        fail(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    if keep is not None and not 0 < keep <= 1:
+        fail(f"--keep must be in (0, 1], got {keep}; e.g. --keep 0.25")
+    if keep is not None and budget is not None:
+        fail("pass --keep or --budget, not both")
+    if budget is not None and budget < 1:
+        fail(f"--budget must be a positive number of visual tokens, got {budget}")
+    if fps is not None and frames is not None:
+        fail("pass --fps or --frames, not both")
+    if fps is not None and fps <= 0:
+        fail(f"--fps must be > 0, got {fps}")
+    if frames is not None and frames < 1:
+        fail(f"--frames must be >= 1, got {frames}")
+
+
+def quiet_transformers() -> None:
+    """No weight-loading bars from transformers: our own bars show the stages."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def model_dir(model: Optional[str]) -> str:
+    model = model or os.environ.get("LONGVID_MODEL")
+    if not model:
+        fail("no model: pass --model DIR (a local Qwen2-VL or Qwen2.5-VL checkpoint) or set LONGVID_MODEL")
+    return model
+
+
+@app.command()
+@user_errors
+def ask(
+    video: str = typer.Argument(..., help="Video file (anything PyAV opens)."),
+    question: str = typer.Argument(..., help="The question."),
+    model: Optional[str] = typer.Option(None, help="Local checkpoint directory (default: $LONGVID_MODEL)."),
+    method: str = typer.Option("full", help="Method name, see `longvid methods`."),
+    keep: Optional[float] = typer.Option(None, help="Keep ratio of visual tokens, in (0, 1]."),
+    budget: Optional[int] = typer.Option(None, help="Visual-token budget (instead of --keep)."),
+    fps: Optional[float] = typer.Option(None, help="Frames per second to sample (default 1)."),
+    frames: Optional[int] = typer.Option(None, help="Number of frames to sample uniformly (instead of --fps)."),
+    max_frames: Optional[int] = typer.Option(None, help="Cap on sampled frames."),
+    start: Optional[float] = typer.Option(None, help="Start of the clip, seconds."),
+    end: Optional[float] = typer.Option(None, help="End of the clip, seconds."),
+    max_pixels: Optional[int] = typer.Option(None, help="Max pixels per frame after resizing."),
+    min_pixels: Optional[int] = typer.Option(None, help="Min pixels per frame after resizing."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    attn: str = typer.Option("sdpa", help="Attention implementation: sdpa, eager, flash_attention_2."),
+    max_new_tokens: int = typer.Option(128, help="Answer length cap."),
+    chunk_size: int = typer.Option(4096, help="Prefill chunk, tokens (KV presses act between chunks)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+):
+    """Answer a question about a video."""
+    check_choices(method, keep, budget, fps, frames)
+    import longvid
+
+    quiet_transformers()
+    lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn,
+                      min_pixels=min_pixels, max_pixels=max_pixels)
+    with progress_bars() as bars:
+        answer = lm.ask(video, question, method=method, keep=keep, budget=budget, fps=fps, frames=frames,
+                        max_frames=max_frames, start=start, end=end, max_new_tokens=max_new_tokens,
+                        chunk_size=chunk_size, progress=RichProgress(bars))
+    if as_json:
+        print(json.dumps(answer.to_dict()))
+        return
+    out.print(answer.text)
+    err.print(stats_line(answer.to_dict()))
+
+
+def stats_line(d: dict) -> str:
+    s = d["seconds"]
+    return (f"[dim]{d['method']}: retention {d['retention']:.3f} ({d['kept_tokens']}/{d['visual_tokens']} visual "
+            f"tokens), {d['llm_tokens']} LLM tokens, KV {d['kv_bytes'] / 2**20:.1f} MiB; seconds: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in s.items()) + "[/dim]")
+
+
+@app.command()
+def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List every method: its stage, defaults and paper."""
+    from longvid.methods.registry import METHODS
+
+    rows = [{"name": m.name, "stage": m.stage, "query_aware": m.query_aware, "defaults": m.defaults,
+             "paper": m.paper} for m in METHODS.values()]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table("method", "stage", "needs question", "defaults", "paper")
+    table.columns[-1].overflow = "fold"
+    for r in rows:
+        table.add_row(r["name"], r["stage"], "yes" if r["query_aware"] else "no", r["defaults"], r["paper"])
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def info(
+    video: str = typer.Argument(..., help="Video file."),
+    model: Optional[str] = typer.Option(None, help="Checkpoint directory for its frame geometry (no weights "
+                                                   "are loaded); default: Qwen2-VL's."),
+    fps: Optional[float] = typer.Option(None, help="Frames per second to sample (default 1)."),
+    frames: Optional[int] = typer.Option(None, help="Number of frames to sample (instead of --fps)."),
+    max_frames: Optional[int] = typer.Option(None, help="Cap on sampled frames."),
+    max_pixels: Optional[int] = typer.Option(None, help="Max pixels per frame."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Duration, fps, codec, size and the planned visual-token count."""
+    check_choices("full", None, None, fps, frames)
+    from longvid.models import pixel_plan
+    from longvid.pipeline import SamplingOptions, video_info
+
+    model = model or os.environ.get("LONGVID_MODEL")
+    d = video_info(video, pixel_plan(model, max_pixels=max_pixels), SamplingOptions(fps, frames, max_frames))
+    if as_json:
+        print(json.dumps(d))
+        return
+    table = Table("field", "value", show_header=False)
+    for k, v in d.items():
+        table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def demo(
+    seconds: float = typer.Option(20.0, help="Length of the generated video."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Where to write the video (default: a cache dir)."),
+):
+    """Run the whole pipeline on a generated video with a model built into the package (no download)."""
+    from longvid.demo import run_demo
+
+    quiet_transformers()
+    with progress_bars() as bars:
+        run_demo(seconds=seconds, out_dir=out_dir, console=out, progress=RichProgress(bars))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

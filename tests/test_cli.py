@@ -1,0 +1,85 @@
+"""The ``longvid`` command: JSON output, methods listing, info, demo, and one-line errors with exit code 2.
+
+    pytest tests/test_cli.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from longvid.cli import app
+from longvid.methods.registry import METHODS
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_ask_json_has_the_documented_keys(tiny_dirs, video_path):
+    r = run("ask", video_path, "What moves?", "--model", tiny_dirs["qwen2_vl"], "--method", "evs", "--keep", "0.5",
+            "--fps", "2", "--max-pixels", 84 * 84, "--max-new-tokens", 3, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(d) == {"answer", "method", "keep", "retention", "visual_tokens", "kept_tokens", "llm_tokens",
+                      "kv_bytes", "seconds"}
+    assert set(d["seconds"]) == {"decode", "vision", "reduce", "prefill", "generate"}
+    assert d["method"] == "evs" and d["keep"] == 0.5 and abs(d["retention"] - 0.5) <= 1 / d["visual_tokens"]
+    assert d["kv_bytes"] > 0 and d["llm_tokens"] > d["kept_tokens"]
+
+
+def test_methods_lists_every_registered_method():
+    r = run("methods", "--json")
+    assert r.exit_code == 0
+    rows = json.loads(r.stdout)
+    assert [row["name"] for row in rows] == list(METHODS)
+    assert all(row["paper"] and row["stage"] and row["defaults"] for row in rows)
+
+
+def test_info_reports_duration_and_planned_tokens(tiny_dirs, video_path):
+    r = run("info", video_path, "--model", tiny_dirs["qwen2_5_vl"], "--frames", 8, "--max-pixels", 84 * 84, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["duration"] == pytest.approx(6.0, abs=0.15) and d["codec"] == "h264"
+    assert (d["width"], d["height"]) == (112, 84) and d["sampled_frames"] == 8
+    assert d["visual_tokens"] == 4 * d["tokens_per_step"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "nope"], "unknown method 'nope'; valid methods: full, uniform, random, evs, knorm"),
+    (["--keep", "0"], "--keep must be in (0, 1]"),
+    (["--keep", "1.5"], "--keep must be in (0, 1]"),
+    (["--fps", "1", "--frames", "8"], "pass --fps or --frames, not both"),
+    (["--keep", "0.5", "--budget", "10"], "pass --keep or --budget, not both"),
+])
+def test_bad_arguments_fail_with_one_line_and_exit_2(video_path, args, message):
+    r = run("ask", video_path, "q?", "--model", "/nonexistent", *args)
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_unsupported_model_dir_lists_supported_families(tmp_path, video_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    r = run("ask", video_path, "q?", "--model", tmp_path)
+    assert r.exit_code == 2
+    assert "unsupported model family 'llama'" in r.stderr and "qwen2_vl, qwen2_5_vl" in r.stderr
+
+
+def test_missing_video_is_one_clear_line(tiny_dirs, tmp_path):
+    r = run("ask", tmp_path / "missing.mp4", "q?", "--model", tiny_dirs["qwen2_vl"])
+    assert r.exit_code == 2
+    assert "not found" in r.stderr and "missing.mp4" in r.stderr
+
+
+def test_demo_runs_and_says_the_weights_are_random(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGVID_CACHE_DIR", str(tmp_path))
+    r = run("demo", "--seconds", 3)
+    assert r.exit_code == 0, r.output
+    assert "RANDOM weights" in r.stdout and "meaningless" in r.stdout
+    for name in ("full", "uniform", "random", "evs", "knorm"):
+        assert name in r.stdout
