@@ -53,6 +53,8 @@ def query_agnostic_methods() -> list[str]:
 
 
 def _full(keep=None, budget=None) -> Method:
+    if (keep is not None and keep < 1) or budget is not None:
+        raise ValueError("method 'full' keeps every visual token; drop --keep/--budget or pick a reducing method")
     return Method("full")
 
 
