@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import torch
 from transformers import DynamicCache
 
 
@@ -24,16 +23,3 @@ def copy_cache(cache: DynamicCache) -> DynamicCache:
 def kv_bytes(cache: DynamicCache) -> int:
     """Bytes held by all keys and values."""
     return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if layer.keys is not None)
-
-
-def kv_length(cache: DynamicCache) -> int:
-    """Entries per (layer, KV head); every layer holds the same count in longvid."""
-    return cache.get_seq_length()
-
-
-@torch.no_grad()
-def gather_cache(cache: DynamicCache, index: torch.Tensor) -> None:
-    """Keep entries ``index`` (sorted, shared by all layers and heads) in place."""
-    for layer in cache.layers:
-        layer.keys = layer.keys[:, :, index]
-        layer.values = layer.values[:, :, index]
