@@ -188,9 +188,12 @@ def test_evicting_equals_masking(lm, frames):
     visible = torch.ones(kv_heads, total, total, dtype=torch.bool).tril()
     kept_before = torch.ones(kv_heads, n_vis, dtype=torch.bool)  # what each head still holds, chunk by chunk
     logs = iter(press.log)
-    for start in range(0, n_vis, chunk):
-        rows = slice(n_pre + start, n_pre + min(start + chunk, n_vis))
-        visible[:, rows, n_pre:n_pre + start] &= kept_before[:, None, :start]
+    for start in range(0, n_pre + n_vis, chunk):  # the chat prefix and the video form one chunk stream
+        end = min(start + chunk, n_pre + n_vis)
+        past_vis = max(0, start - n_pre)  # visual tokens prefilled before this chunk
+        visible[:, start:end, n_pre:n_pre + past_vis] &= kept_before[:, None, :past_vis]
+        if end <= n_pre:
+            continue
         seen, ids = next(logs)
         kept_before = torch.zeros(kv_heads, n_vis, dtype=torch.bool)
         kept_before.scatter_(1, ids, True)
@@ -211,8 +214,9 @@ def test_evicting_equals_masking(lm, frames):
 
 
 def test_causal_mask_is_bottom_right_aligned():
-    mask = causal_mask("sdpa", 2, 5, torch.float32, "cpu")[0, 0]
-    assert (mask[0] == 0).tolist() == [True, True, True, True, False]
-    assert (mask[1] == 0).all()
-    assert causal_mask("sdpa", 4, 4, torch.float32, "cpu") is None
+    allowed = causal_mask("sdpa", 2, 5, torch.float32, "cpu")[0, 0]
+    assert allowed.dtype == torch.bool and allowed.tolist() == [[True] * 4 + [False], [True] * 5]
+    additive = causal_mask("eager", 2, 5, torch.float32, "cpu")[0, 0]
+    assert ((additive == 0) == allowed).all() and additive[0, 4] == torch.finfo(torch.float32).min
+    assert causal_mask("sdpa", 4, 4, torch.float32, "cpu") is None  # no past: SDPA's own is_causal
     assert causal_mask("eager", 1, 9, torch.float32, "cpu") is None

@@ -44,17 +44,18 @@ def causal_mask(attn_impl: str, q_len: int, k_len: int, dtype: torch.dtype, devi
     """Bottom-right-aligned causal mask for ``q_len`` new queries over ``k_len`` keys (the last q_len are new).
 
     Returns None where the attention function is causal by itself: a single query, flash attention (bottom-right
-    by construction), or SDPA without a past (``is_causal``). Otherwise an additive float mask (1, 1, q_len, k_len),
-    which eager, SDPA and registered wrappers all accept.
+    by construction), or SDPA without a past (``is_causal``, and transformers keeps its GQA fast path). Otherwise a
+    (1, 1, q_len, k_len) mask: boolean for SDPA (a quarter of a float mask's memory), additive float for eager and
+    registered wrappers.
     """
     past = k_len - q_len
     if q_len == 1 or "flash" in attn_impl or (past == 0 and attn_impl == "sdpa"):
         return None
     q_idx = torch.arange(q_len, device=device).unsqueeze(1) + past
-    allowed = torch.arange(k_len, device=device).unsqueeze(0) <= q_idx
-    mask = torch.zeros(q_len, k_len, dtype=dtype, device=device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[None, None]
+    allowed = (torch.arange(k_len, device=device).unsqueeze(0) <= q_idx)[None, None]
+    if attn_impl == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def forward(

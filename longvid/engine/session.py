@@ -104,12 +104,7 @@ class VideoSession:
         self.steps = encoded.steps
         self.next_position = encoded.next_position
         self.cache = new_cache(adapter.lm.config)
-        lm = adapter.lm
-        prefix = torch.tensor([encoded.prefix_ids], device=adapter.device)
-        n = prefix.shape[1]
-        prefix_pos = torch.arange(n, device=adapter.device).view(1, 1, -1).expand(3, 1, -1)
-        self._prefill(lm.embed_tokens(prefix), prefix_pos, visual=False)
-        self.extend_tokens(encoded.tokens)
+        self._prefill_prefix_and_video(encoded.prefix_ids, encoded.tokens)
 
     @property
     def n_protected(self) -> int:
@@ -138,23 +133,37 @@ class VideoSession:
     @torch.inference_mode()
     def extend_tokens(self, tokens: VisualTokens) -> None:
         """Append visual tokens (positions already in the full layout) and compress under the press's budget."""
-        t0 = time.perf_counter()
-        embeds = tokens.embeds.to(self.adapter.device, self.adapter.dtype).unsqueeze(0)
-        positions = tokens.positions.to(self.adapter.device).unsqueeze(1)
-        self._prefill(embeds, positions, visual=True)
-        self.seconds["prefill"] += time.perf_counter() - t0
+        self._prefill([], tokens)
 
-    def _prefill(self, embeds: torch.Tensor, positions: torch.Tensor, visual: bool) -> None:
-        press, total = self.method.press, embeds.shape[1]
+    @torch.inference_mode()
+    def _prefill_prefix_and_video(self, prefix_ids: list[int], tokens: VisualTokens) -> None:
+        self._prefill(prefix_ids, tokens)
+
+    def _prefill(self, text_ids: list[int], tokens: VisualTokens) -> None:
+        """Prefill ``[text_ids, tokens]`` in chunks, compressing after each chunk.
+
+        The chat prefix goes in the same chunk stream as the video, so the first chunk starts from an empty cache
+        and needs no mask (SDPA's causal fast path); only later chunks attend to a past through an explicit mask.
+        """
+        t0 = time.perf_counter()
+        adapter, press = self.adapter, self.method.press
+        n_text = len(text_ids)
+        embeds = tokens.embeds.to(adapter.device, adapter.dtype).unsqueeze(0)
+        positions = tokens.positions.to(adapter.device)
+        if n_text:
+            ids = torch.tensor([text_ids], device=adapter.device)
+            embeds = torch.cat([adapter.lm.embed_tokens(ids), embeds], dim=1)
+            positions = torch.cat([torch.arange(n_text, device=adapter.device).expand(3, -1), positions], dim=1)
+        positions, total = positions.unsqueeze(1), embeds.shape[1]
         for start in range(0, total, self.chunk_size):
             end = min(start + self.chunk_size, total)
-            forward(self.adapter.lm, embeds[:, start:end], positions[..., start:end], self.cache)
-            if visual:
-                self.visual_seen += end - start
-                if press is not None:
-                    press.compress(self.cache, self.n_protected, press.target(self.visual_seen))
+            forward(adapter.lm, embeds[:, start:end], positions[..., start:end], self.cache)
+            self.visual_seen += max(0, end - max(start, n_text))
+            if press is not None and end > n_text:
+                press.compress(self.cache, self.n_protected, press.target(self.visual_seen))
             if self.progress is not None:
                 self.progress("prefill", end, total)
+        self.seconds["prefill"] += time.perf_counter() - t0
 
     @torch.inference_mode()
     def ask(self, question: str, *, max_new_tokens: int = 128, sampling: Sampling | None = None,
