@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from longvid.engine.session import DEFAULT_CHUNK
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Video LLMs on long videos: frame selection, token reduction and KV compression.")
 err = Console(stderr=True)
@@ -118,7 +120,7 @@ def ask(
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     attn: str = typer.Option("sdpa", help="Attention implementation: sdpa, eager, flash_attention_2."),
     max_new_tokens: int = typer.Option(128, help="Answer length cap."),
-    chunk_size: int = typer.Option(4096, help="Prefill chunk, tokens (KV presses act between chunks)."),
+    chunk_size: int = typer.Option(DEFAULT_CHUNK, help="Prefill chunk, tokens (KV presses act between chunks)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Answer a question about a video."""

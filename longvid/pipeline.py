@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from longvid.engine.decode import Sampling
-from longvid.engine.session import STAGES, Answer, EncodedVideo, VideoSession, answer_with_query
+from longvid.engine.session import DEFAULT_CHUNK, STAGES, Answer, EncodedVideo, VideoSession, answer_with_query
 from longvid.engine.encode import encode_frames
 from longvid.methods.base import TokenPlan
 from longvid.methods.compose import Method
@@ -87,7 +87,7 @@ class LongVid:
     def ask(self, video, question: str, *, method: str | Method = "full", keep: float | None = None,
             budget: int | None = None, fps: float | None = None, frames: int | None = None,
             max_frames: int | None = None, start: float | None = None, end: float | None = None,
-            max_new_tokens: int = 128, sampling: Sampling | None = None, chunk_size: int = 4096,
+            max_new_tokens: int = 128, sampling: Sampling | None = None, chunk_size: int = DEFAULT_CHUNK,
             system: str | None = None, record_logits: bool = False, progress=None) -> Answer:
         """Answer one question about a video (a path or ``Frames``) with a registered method."""
         method = _resolve(method, keep, budget)
@@ -101,7 +101,7 @@ class LongVid:
 
     def session(self, video, *, method: str | Method = "full", keep: float | None = None, budget: int | None = None,
                 fps: float | None = None, frames: int | None = None, max_frames: int | None = None,
-                start: float | None = None, end: float | None = None, chunk_size: int = 4096,
+                start: float | None = None, end: float | None = None, chunk_size: int = DEFAULT_CHUNK,
                 system: str | None = None, progress=None) -> VideoSession:
         """Encode a video once into a (compressed) cache; ``session.ask`` then answers many questions."""
         method = _resolve(method, keep, budget)

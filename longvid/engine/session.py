@@ -22,6 +22,9 @@ from longvid.engine.forward import forward
 from longvid.tokens import VisualTokens
 
 STAGES = ("decode", "vision", "reduce", "prefill", "generate")
+# Prefill chunk in tokens: bounds activation memory (about 8192 x intermediate size per MLP on a 7B model, ~0.3 GB
+# in bf16) while a 4k-token video still fits one unmasked forward (results/engine_ttft.md).
+DEFAULT_CHUNK = 8192
 
 
 @dataclass
@@ -91,7 +94,7 @@ class VideoSession:
                 f"questions are known; use a query-agnostic method in sessions ({', '.join(_agnostic_names())})"
             )
 
-    def __init__(self, adapter, encoded: EncodedVideo, method, *, chunk_size: int = 4096, progress=None):
+    def __init__(self, adapter, encoded: EncodedVideo, method, *, chunk_size: int = DEFAULT_CHUNK, progress=None):
         self.check_method(method)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 token, got {chunk_size}")
