@@ -94,9 +94,10 @@ def resize_frames(frames: np.ndarray, height: int, width: int, *, batch_size: in
     num_frames, in_height, in_width, _ = frames.shape
     out = torch.empty((num_frames, 3, height, width), dtype=torch.float32)
     for begin in range(0, num_frames, batch_size):
-        batch = torch.from_numpy(frames[begin : begin + batch_size]).permute(0, 3, 1, 2).float()
+        batch = torch.from_numpy(frames[begin : begin + batch_size]).permute(0, 3, 1, 2).contiguous()
         if (in_height, in_width) != (height, width):  # torchvision returns same-size inputs unchanged too
+            # torch's native uint8 kernel, which torchvision's uint8 bicubic resize calls on the CPU; a float resize
+            # rounded afterwards differs from it by up to 7 grey levels (checked against torchvision 0.29)
             batch = F.interpolate(batch, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-            batch = batch.round_().clamp_(0, 255)
         out[begin : begin + batch_size] = batch
     return out
