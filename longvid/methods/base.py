@@ -66,9 +66,20 @@ class TokenPlan:
 
 
 class Stage:
-    """Common base: a stage that needs the question says so; ``describe`` feeds ``longvid methods``."""
+    """Common base: a stage that needs the question says so (sessions refuse it)."""
 
     query_aware: bool = False
+
+
+@dataclass
+class Budget:
+    """How much a stage keeps: a ratio ``keep`` in (0, 1] or an absolute ``budget`` of visual tokens (not both)."""
+
+    keep: float | None = None
+    budget: int | None = None
+
+    def __post_init__(self):
+        check_keep_budget(self.keep, self.budget)
 
 
 class FrameSelector(Stage):
@@ -86,11 +97,9 @@ class TokenReducer(Stage):
         raise NotImplementedError
 
 
-class ScoredTokenReducer(TokenReducer):
+@dataclass
+class ScoredTokenReducer(TokenReducer, Budget):
     """Keeps the ``num_to_keep`` highest-scoring tokens, in their original order. Subclasses give ``score``."""
-
-    keep: float | None = None
-    budget: int | None = None
 
     def min_keep(self, tokens: VisualTokens) -> int:
         return 1
@@ -153,15 +162,13 @@ class LayerPruner(Stage):
         raise NotImplementedError
 
 
-class KVPress(Stage):
+@dataclass
+class KVPress(Stage, Budget):
     """Compresses the KV cache between prefill chunks, per layer and per KV head, under a visual-token budget.
 
     Only the visual entries are evictable (text before the video is protected). Each KV head keeps the same number
     of entries, so the cache stays rectangular. Subclasses give ``score``.
     """
-
-    keep: float | None = None
-    budget: int | None = None
 
     def score(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(B, H_kv, L) scores for the evictable entries; ``keys``/``values`` are (B, H_kv, L, d), keys post-RoPE."""

@@ -13,17 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from longvid.methods.base import FrameSelector, TokenPlan, check_keep_budget, num_to_keep
+from longvid.methods.base import Budget, FrameSelector, TokenPlan, num_to_keep
 
 
 @dataclass
-class UniformFrames(FrameSelector):
-    keep: float | None = None
-    budget: int | None = None
-
-    def __post_init__(self):
-        check_keep_budget(self.keep, self.budget)
-
+class UniformFrames(FrameSelector, Budget):
     def select(self, timestamps: torch.Tensor, plan: TokenPlan, query: str | None = None) -> torch.Tensor:
         n_frames, tp = plan.num_frames, plan.temporal_patch_size
         budget_steps = None if self.budget is None else max(1, self.budget // plan.tokens_per_step)

@@ -14,16 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from longvid.methods.base import KVPress, check_keep_budget
+from longvid.methods.base import KVPress
 
 
 @dataclass
 class KnormPress(KVPress):
-    keep: float | None = None
-    budget: int | None = None
-
-    def __post_init__(self):
-        check_keep_budget(self.keep, self.budget)
-
     def score(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         return -keys.float().norm(dim=-1)

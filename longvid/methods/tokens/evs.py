@@ -16,18 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from longvid.methods.base import ScoredTokenReducer, check_keep_budget
+from longvid.methods.base import ScoredTokenReducer
 from longvid.tokens import VisualTokens
 
 
 @dataclass
 class EVS(ScoredTokenReducer):
-    keep: float | None = None
-    budget: int | None = None
-
-    def __post_init__(self):
-        check_keep_budget(self.keep, self.budget)
-
     def min_keep(self, tokens: VisualTokens) -> int:
         return tokens.tokens_per_step
 

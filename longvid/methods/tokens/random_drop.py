@@ -12,18 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from longvid.methods.base import ScoredTokenReducer, check_keep_budget
+from longvid.methods.base import ScoredTokenReducer
 from longvid.tokens import VisualTokens
 
 
 @dataclass
 class RandomDrop(ScoredTokenReducer):
-    keep: float | None = None
-    budget: int | None = None
     seed: int = 0
-
-    def __post_init__(self):
-        check_keep_budget(self.keep, self.budget)
 
     def score(self, tokens: VisualTokens, query_embeds: torch.Tensor | None) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)
