@@ -107,7 +107,7 @@ class VideoSession:
         self.steps = encoded.steps
         self.next_position = encoded.next_position
         self.cache = new_cache(adapter.lm.config)
-        self._prefill_prefix_and_video(encoded.prefix_ids, encoded.tokens)
+        self._prefill(encoded.prefix_ids, encoded.tokens)
 
     @property
     def n_protected(self) -> int:
@@ -133,15 +133,11 @@ class VideoSession:
         self.extend_tokens(enc.tokens)
         self.next_position = max(self.next_position, enc.next_position)
 
-    @torch.inference_mode()
     def extend_tokens(self, tokens: VisualTokens) -> None:
         """Append visual tokens (positions already in the full layout) and compress under the press's budget."""
         self._prefill([], tokens)
 
     @torch.inference_mode()
-    def _prefill_prefix_and_video(self, prefix_ids: list[int], tokens: VisualTokens) -> None:
-        self._prefill(prefix_ids, tokens)
-
     def _prefill(self, text_ids: list[int], tokens: VisualTokens) -> None:
         """Prefill ``[text_ids, tokens]`` in chunks, compressing after each chunk.
 
