@@ -33,6 +33,14 @@ class VisualTokens:
         Merged-grid shape (T, H, W) of the unreduced video: ``T * H * W == num_original``.
     num_original : int
         Visual token count before any reduction; realised retention is ``len(self) / num_original``.
+    group : torch.LongTensor or None
+        (N,) selection groups for later stages (PruneVid: one group per segment's static set and per frame's dynamic
+        set; its layer pruner keeps a share of each group).
+    pivot : torch.BoolTensor or None
+        (N,) key-patch flags (ReTaKe's DPSelect marks them; PivotKV keeps them).
+    end_position : int or None
+        First text position after the video when a reducer re-indexed positions (DPSelect at ratio < 1 squeezes
+        time); None means the full layout's max + 1.
     """
 
     embeds: torch.Tensor
@@ -42,6 +50,9 @@ class VisualTokens:
     merged: torch.Tensor
     grid_thw: tuple[int, int, int]
     num_original: int
+    group: torch.Tensor | None = None
+    pivot: torch.Tensor | None = None
+    end_position: int | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -65,14 +76,17 @@ class VisualTokens:
             positions=self.positions[:, index],
             time=self.time[index.to(self.time.device)],
             merged=self.merged[index],
+            group=None if self.group is None else self.group[index],
+            pivot=None if self.pivot is None else self.pivot[index],
         )
 
     def replace(self, **changes) -> VisualTokens:
         """A copy with some fields changed (used by merging reducers); shapes are checked."""
         new = replace(self, **changes)
         n = new.embeds.shape[0]
+        optional = [x.shape == (n,) for x in (new.group, new.pivot) if x is not None]
         if not (new.thw.shape == (n, 3) and new.positions.shape == (3, n) and new.time.shape == (n,)
-                and new.merged.shape == (n,)):
+                and new.merged.shape == (n,) and all(optional)):
             raise ValueError(
                 f"VisualTokens fields disagree on the token count {n}: thw {tuple(new.thw.shape)}, positions "
                 f"{tuple(new.positions.shape)}, time {tuple(new.time.shape)}, merged {tuple(new.merged.shape)}"

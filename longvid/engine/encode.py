@@ -65,6 +65,8 @@ def encode_frames(adapter, frames, method, *, start: int, first_step: int = 0, s
         if reducer.query_aware and query_embeds is None:
             raise ValueError(f"token reducer {type(reducer).__name__} of method {method.name!r} needs the question")
         tokens = reducer.reduce(tokens, query_embeds)
+    if tokens.end_position is not None:  # a reducer re-indexed positions (e.g. squeezed time) and says where text goes
+        next_position = tokens.end_position
     seconds["reduce"] += time.perf_counter() - t0
     return EncodedFrames(tokens, plan.total_tokens, next_position, inputs.grid_thw[0], step_seconds, seconds)
 
