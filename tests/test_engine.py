@@ -154,7 +154,8 @@ class ScheduledPress(KVPress):
         self.priority, self.budget, self.keep = priority, budget, None
         self.ids, self.seen, self.log = None, 0, []
 
-    def compress(self, cache, n_protected, n_keep):
+    def compress(self, cache, chunk):
+        n_protected, n_keep = chunk.n_protected, self.target(chunk.visual_seen)
         cached = cache.get_seq_length() - n_protected
         heads = self.priority.shape[0]
         old = self.ids if self.ids is not None else torch.empty(heads, 0, dtype=torch.long)
@@ -169,6 +170,7 @@ class ScheduledPress(KVPress):
             ids = ids.gather(1, keep)
         self.ids = ids
         self.log.append((self.seen, ids.clone()))
+        return 0
 
 
 def test_evicting_equals_masking(lm, frames):

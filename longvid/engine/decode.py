@@ -51,10 +51,12 @@ class Sampling:
 
 
 @torch.inference_mode()
-def generate(lm: LanguageModel, cache, logits: torch.Tensor, next_position: int, stop_ids: set[int],
+def generate(lm: LanguageModel, cache, logits: torch.Tensor, next_position: torch.Tensor, stop_ids: set[int],
              max_new_tokens: int, sampling: Sampling | None = None, record_logits: bool = False,
              on_token=None) -> tuple[list[int], list[torch.Tensor]]:
     """Decode from ``logits`` (vocab,) of the last prompt token; the first new token sits at ``next_position``.
+
+    ``next_position`` is (3,) M-RoPE ids (equal rows unless a press shifted only the temporal row) or an int.
 
     Returns the new token ids (stop token excluded) and, if ``record_logits``, the (vocab,) logits each was
     chosen from. ``on_token(n)`` is called after each token (progress bars).
@@ -65,6 +67,7 @@ def generate(lm: LanguageModel, cache, logits: torch.Tensor, next_position: int,
     generator = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
     ids, seen = [], []
     device = lm.lm_head.weight.device
+    start = torch.as_tensor(next_position, dtype=torch.long, device=device).expand(3).reshape(3, 1, 1)
     for step in range(max_new_tokens):
         if record_logits:
             seen.append(logits)
@@ -77,7 +80,7 @@ def generate(lm: LanguageModel, cache, logits: torch.Tensor, next_position: int,
         if step + 1 == max_new_tokens:
             break
         hidden = lm.embed_tokens(torch.tensor([[token]], device=device))
-        positions = torch.full((3, 1, 1), next_position + step, dtype=torch.long, device=device)
+        positions = start + step
         hidden, _ = forward(lm, hidden, positions, cache)
         logits = lm.logits(hidden[:, -1])[0]
     return ids, seen

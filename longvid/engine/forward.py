@@ -9,6 +9,7 @@ rotary embedding, norm and head are the model's own modules; nothing is forked.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,7 @@ def forward(
     pruner: LayerPruner | None = None,
     visual: torch.Tensor | None = None,
     query: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run all decoder layers on ``hidden`` (1, L, D) at M-RoPE ``positions`` (3, 1, L), appending to ``cache``.
@@ -74,7 +76,7 @@ def forward(
     Parameters
     ----------
     pruner
-        Optional LayerPruner; needs ``visual`` and ``query`` (L,) bool masks.
+        Optional LayerPruner; needs ``visual`` and ``query`` (L,) bool masks and ``groups`` (L,) long.
     attention_mask
         Optional 4-D additive mask (1, 1 or H, L, past + L) replacing the causal one (tests use it to mask keys).
 
@@ -98,7 +100,7 @@ def forward(
         hidden_in = hidden
         hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache, use_cache=True)
         if pruner is not None and i == pruner.layer:
-            ctx = PruneContext(i, layer, hidden_in, hidden, cos_sin, visual, query)
+            ctx = PruneContext(i, layer, hidden_in, hidden, cos_sin, visual, query, groups)
             kept = _checked_keep(pruner.select(ctx), visual)
             hidden = hidden[:, kept]
             cos_sin = (cos_sin[0][:, kept], cos_sin[1][:, kept])
@@ -107,6 +109,25 @@ def forward(
                 lower.values = torch.cat([lower.values[:, :, :past], lower.values[:, :, past:][:, :, kept]], dim=2)
             mask = causal_mask(impl, len(kept), past + len(kept), hidden.dtype, hidden.device)
     return lm.norm(hidden), kept
+
+
+@contextmanager
+def observing(lm: LanguageModel, press):
+    """While active, ``press.observe`` sees every layer's attention input (hooks removed in ``finally``)."""
+    if press is None or not press.observes:
+        yield
+        return
+    handles = []
+    for i, layer in enumerate(lm.layers):
+        def hook(module, args, kwargs, layer_idx=i):
+            press.observe(layer_idx, module, kwargs["hidden_states"], kwargs["position_embeddings"])
+
+        handles.append(layer.self_attn.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _checked_keep(keep: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:

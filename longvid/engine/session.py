@@ -18,7 +18,8 @@ import torch
 from longvid.engine.cache import copy_cache, kv_bytes, new_cache
 from longvid.engine.decode import Sampling, generate
 from longvid.engine.encode import encode_frames
-from longvid.engine.forward import forward
+from longvid.engine.forward import forward, observing
+from longvid.methods.base import PrefillChunk
 from longvid.tokens import VisualTokens
 
 STAGES = ("decode", "vision", "reduce", "prefill", "generate")
@@ -104,9 +105,11 @@ class VideoSession:
         self.visual_tokens = encoded.visual_tokens
         self.llm_tokens = len(encoded.prefix_ids) + len(encoded.tokens)
         self.visual_seen = 0
+        self.time_shift = 0  # temporal shift (<= 0) a press applied to everything after what it squeezed (PivotKV)
         self.steps = encoded.steps
         self.next_position = encoded.next_position
         self.cache = new_cache(adapter.lm.config)
+        self.total_tokens = 0
         self._prefill(encoded.prefix_ids, encoded.tokens)
 
     @property
@@ -143,26 +146,43 @@ class VideoSession:
 
         The chat prefix goes in the same chunk stream as the video, so the first chunk starts from an empty cache
         and needs no mask (SDPA's causal fast path); only later chunks attend to a past through an explicit mask.
+        Visual tokens after a press squeezed time move with ``time_shift`` on the temporal row.
         """
         t0 = time.perf_counter()
-        adapter, press = self.adapter, self.method.press
+        adapter, lm, press = self.adapter, self.adapter.lm, self.method.press
         n_text = len(text_ids)
         embeds = tokens.embeds.to(adapter.device, adapter.dtype).unsqueeze(0)
         positions = tokens.positions.to(adapter.device)
         if n_text:
             ids = torch.tensor([text_ids], device=adapter.device)
-            embeds = torch.cat([adapter.lm.embed_tokens(ids), embeds], dim=1)
+            embeds = torch.cat([lm.embed_tokens(ids), embeds], dim=1)
             positions = torch.cat([torch.arange(n_text, device=adapter.device).expand(3, -1), positions], dim=1)
         positions, total = positions.unsqueeze(1), embeds.shape[1]
+        self.total_tokens += len(tokens) + n_text
         for start in range(0, total, self.chunk_size):
             end = min(start + self.chunk_size, total)
-            forward(adapter.lm, embeds[:, start:end], positions[..., start:end], self.cache)
-            self.visual_seen += max(0, end - max(start, n_text))
-            if press is not None and end > n_text:
-                press.compress(self.cache, self.n_protected, press.target(self.visual_seen))
+            n_visual = end - max(start, n_text)
+            chunk_pos = positions[..., start:end].clone()
+            chunk_pos[0, :, end - start - max(0, n_visual):] += self.time_shift
+            with observing(lm, press):
+                forward(lm, embeds[:, start:end], chunk_pos, self.cache)
+            self.visual_seen += max(0, n_visual)
+            if press is not None and n_visual > 0:
+                first = max(start, n_text) - n_text  # this chunk's first visual token, in ``tokens``
+                pivot = None if tokens.pivot is None else tokens.pivot[first:first + n_visual]
+                chunk = PrefillChunk(self.n_protected, end - start, n_visual, self.visual_seen, chunk_pos[:, 0],
+                                     pivot, self.total_tokens, lambda p, x=embeds[:, :1]: lm.rotary_emb(x, p))
+                self.time_shift += press.compress(self.cache, chunk)
             if self.progress is not None:
                 self.progress("prefill", end, total)
         self.seconds["prefill"] += time.perf_counter() - t0
+
+    def text_positions(self, start: int, n: int) -> torch.Tensor:
+        """(3, 1, n) M-RoPE ids of text at ``start..start+n-1`` after any press shift (rows the press names)."""
+        pos = (start + torch.arange(n, device=self.adapter.device)).expand(3, -1).clone()
+        if self.time_shift and self.method.press is not None:
+            pos[list(self.method.press.text_shift_rows)] += self.time_shift
+        return pos.unsqueeze(1)
 
     @torch.inference_mode()
     def ask(self, question: str, *, max_new_tokens: int = 128, sampling: Sampling | None = None,
@@ -174,15 +194,15 @@ class VideoSession:
         seconds = dict(self.seconds)
         t0 = time.perf_counter()
         ids = torch.tensor([tail], device=adapter.device)
-        pos = (self.next_position + torch.arange(len(tail), device=adapter.device)).view(1, 1, -1).expand(3, 1, -1)
-        hidden, _ = forward(lm, lm.embed_tokens(ids), pos, cache)
+        pos = self.text_positions(self.next_position, len(tail) + 1)  # + 1: where decoding starts
+        hidden, _ = forward(lm, lm.embed_tokens(ids), pos[..., :-1], cache)
         logits = lm.logits(hidden[:, -1])[0]
         seconds["prefill"] += time.perf_counter() - t0
         kept = self.kept_visual()
         stats = RunStats(self.method.name, self.method.keep, self.method.budget, self.visual_tokens, kept,
                          self.llm_tokens + len(tail), kv_bytes(cache), seconds)
-        return _decode(adapter, cache, logits, self.next_position + len(tail), stats, max_new_tokens, sampling,
-                       record_logits, self.progress)
+        return _decode(adapter, cache, logits, pos[:, 0, -1], stats, max_new_tokens, sampling, record_logits,
+                       self.progress)
 
 
 @torch.inference_mode()
@@ -206,8 +226,11 @@ def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, 
     query = torch.zeros_like(visual)
     query[n_pre + n_vis:] = True
     cache = new_cache(lm.config)
+    groups = torch.full_like(visual, -1, dtype=torch.long)
+    tokens = encoded.tokens
+    groups[n_pre:n_pre + n_vis] = (tokens.group if tokens.group is not None else tokens.thw[:, 0]).to(device)
     hidden, kept = forward(lm, embeds, positions.to(device).unsqueeze(1), cache, pruner=method.layer_pruner,
-                           visual=visual, query=query)
+                           visual=visual, query=query, groups=groups)
     logits = lm.logits(hidden[:, -1])[0]
     seconds["prefill"] += time.perf_counter() - t0
     if progress is not None:
@@ -215,8 +238,8 @@ def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, 
     n_kept = int(visual[kept].sum()) if kept is not None else n_vis
     stats = RunStats(method.name, method.keep, method.budget, encoded.visual_tokens, n_kept,
                      n_pre + n_vis + n_tail, kv_bytes(cache), seconds)
-    return _decode(adapter, cache, logits, encoded.next_position + n_tail, stats, max_new_tokens, sampling,
-                   record_logits, progress)
+    return _decode(adapter, cache, logits, torch.tensor(encoded.next_position + n_tail), stats, max_new_tokens,
+                   sampling, record_logits, progress)
 
 
 def _decode(adapter, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress):

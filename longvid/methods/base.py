@@ -135,6 +135,9 @@ class PruneContext:
         (L,) bool, True at visual tokens.
     query : torch.Tensor
         (L,) bool, True at the question and the assistant prefix (the tokens after the video).
+    groups : torch.LongTensor
+        (L,) selection group of each visual token (``VisualTokens.group``, or its temporal step when a reducer set
+        none); -1 at text tokens.
     """
 
     layer_idx: int
@@ -144,6 +147,7 @@ class PruneContext:
     position_embeddings: tuple[torch.Tensor, torch.Tensor]
     visual: torch.Tensor
     query: torch.Tensor
+    groups: torch.Tensor
 
 
 class LayerPruner(Stage):
@@ -163,12 +167,55 @@ class LayerPruner(Stage):
 
 
 @dataclass
+class PrefillChunk:
+    """What a KVPress sees after each prefill forward (batch 1).
+
+    Attributes
+    ----------
+    n_protected : int
+        Cache entries at the front that are never evicted (the chat prefix).
+    n_new : int
+        Entries the forward just appended at the end of every layer; the last ``n_new_visual`` are visual.
+    n_new_visual : int
+    visual_seen : int
+        Visual tokens prefilled so far, this chunk included.
+    positions : torch.LongTensor
+        (3, n_new) M-RoPE ids the new keys were rotated with.
+    pivot : torch.BoolTensor or None
+        (n_new_visual,) key-patch flags of the new visual tokens (ReTaKe's DPSelect), if any.
+    total_tokens : int
+        Prompt length known to the session (chat prefix + all visual tokens so far).
+    rotary : callable
+        ``rotary(positions (3, 1, n)) -> (cos, sin)``, the model's rotary embedding, to re-rotate kept keys.
+    """
+
+    n_protected: int
+    n_new: int
+    n_new_visual: int
+    visual_seen: int
+    positions: torch.Tensor
+    pivot: torch.Tensor | None
+    total_tokens: int
+    rotary: object
+
+
+@dataclass
 class KVPress(Stage, Budget):
     """Compresses the KV cache between prefill chunks, per layer and per KV head, under a visual-token budget.
 
     Only the visual entries are evictable (text before the video is protected). Each KV head keeps the same number
-    of entries, so the cache stays rectangular. Subclasses give ``score``.
+    of entries, so the cache stays rectangular. The default ``compress`` keeps, after every chunk, the
+    ``target(visual_seen)`` best-scoring visual entries of the whole cache; subclasses give ``score``. A press that
+    needs each layer's attention input (queries) sets ``observes = True`` and gets ``observe`` calls during the
+    chunk's forward. ``compress`` may return a temporal position shift (<= 0) for every later token, when it
+    re-indexed the kept entries' time (PivotKV); ``text_shift_rows`` says which M-RoPE rows of text tokens follow it.
     """
+
+    observes = False
+    text_shift_rows: tuple[int, ...] = (0, 1, 2)
+
+    def observe(self, layer_idx: int, attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings) -> None:
+        """Called in each layer's forward with its attention input ``hidden`` (1, n_new, D), if ``observes``."""
 
     def score(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(B, H_kv, L) scores for the evictable entries; ``keys``/``values`` are (B, H_kv, L, d), keys post-RoPE."""
@@ -178,17 +225,19 @@ class KVPress(Stage, Budget):
         """Visual entries to keep per head once ``num_visual_seen`` visual tokens have been prefilled."""
         return num_to_keep(num_visual_seen, self.keep, self.budget)
 
-    def compress(self, cache, n_protected: int, n_keep: int) -> None:
-        """Evict in place so every layer keeps its first ``n_protected`` entries and ``n_keep`` others per head."""
+    def compress(self, cache, chunk: PrefillChunk) -> int:
+        """Evict in place so every layer keeps its protected entries and ``target`` visual ones per head."""
+        n_keep = self.target(chunk.visual_seen)
         for layer_idx, layer in enumerate(cache.layers):
             keys, values = layer.keys, layer.values
-            n_evictable = keys.shape[2] - n_protected
+            n_evictable = keys.shape[2] - chunk.n_protected
             if n_evictable <= n_keep:
                 continue
-            scores = self.score(layer_idx, keys[:, :, n_protected:], values[:, :, n_protected:])
+            scores = self.score(layer_idx, keys[:, :, chunk.n_protected:], values[:, :, chunk.n_protected:])
             keep = torch.topk(scores.float(), n_keep, dim=-1, sorted=False).indices.sort(dim=-1).values
-            layer.keys = gather_entries(keys, keep, n_protected)
-            layer.values = gather_entries(values, keep, n_protected)
+            layer.keys = gather_entries(keys, keep, chunk.n_protected)
+            layer.values = gather_entries(values, keep, chunk.n_protected)
+        return 0
 
 
 def gather_entries(x: torch.Tensor, keep: torch.Tensor, n_protected: int) -> torch.Tensor:
