@@ -68,17 +68,14 @@ class VisualTokens:
 
     def select(self, index: torch.Tensor) -> VisualTokens:
         """Subset by token index (N',), kept in the order given; reducers pass sorted indices to keep time order."""
-        index = torch.as_tensor(index, dtype=torch.long, device=self.embeds.device)
-        return replace(
-            self,
-            embeds=self.embeds[index],
-            thw=self.thw[index],
-            positions=self.positions[:, index],
-            time=self.time[index.to(self.time.device)],
-            merged=self.merged[index],
-            group=None if self.group is None else self.group[index],
-            pivot=None if self.pivot is None else self.pivot[index],
-        )
+        index = torch.as_tensor(index, dtype=torch.long)
+
+        def take(x: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:  # each field on its own device
+            return None if x is None else x.index_select(dim, index.to(x.device))
+
+        return replace(self, embeds=take(self.embeds), thw=take(self.thw), positions=take(self.positions, 1),
+                       time=take(self.time), merged=take(self.merged), group=take(self.group),
+                       pivot=take(self.pivot))
 
     def replace(self, **changes) -> VisualTokens:
         """A copy with some fields changed (used by merging reducers); shapes are checked."""

@@ -112,7 +112,7 @@ def forward(
 
 
 @contextmanager
-def observing(lm: LanguageModel, press):
+def observing(lm: LanguageModel, press, n_visual: int):
     """While active, ``press.observe`` sees every layer's attention input (hooks removed in ``finally``)."""
     if press is None or not press.observes:
         yield
@@ -120,7 +120,7 @@ def observing(lm: LanguageModel, press):
     handles = []
     for i, layer in enumerate(lm.layers):
         def hook(module, args, kwargs, layer_idx=i):
-            press.observe(layer_idx, module, kwargs["hidden_states"], kwargs["position_embeddings"])
+            press.observe(layer_idx, module, kwargs["hidden_states"], kwargs["position_embeddings"], n_visual)
 
         handles.append(layer.self_attn.register_forward_pre_hook(hook, with_kwargs=True))
     try:

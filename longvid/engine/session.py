@@ -108,6 +108,7 @@ class VideoSession:
         self.time_shift = 0  # temporal shift (<= 0) a press applied to everything after what it squeezed (PivotKV)
         self.steps = encoded.steps
         self.next_position = encoded.next_position
+        self.lm = method.language_model(adapter.lm)
         self.cache = new_cache(adapter.lm.config)
         self.total_tokens = 0
         self._prefill(encoded.prefix_ids, encoded.tokens)
@@ -149,7 +150,7 @@ class VideoSession:
         Visual tokens after a press squeezed time move with ``time_shift`` on the temporal row.
         """
         t0 = time.perf_counter()
-        adapter, lm, press = self.adapter, self.adapter.lm, self.method.press
+        adapter, lm, press = self.adapter, self.lm, self.method.press
         n_text = len(text_ids)
         embeds = tokens.embeds.to(adapter.device, adapter.dtype).unsqueeze(0)
         positions = tokens.positions.to(adapter.device)
@@ -159,12 +160,11 @@ class VideoSession:
             positions = torch.cat([torch.arange(n_text, device=adapter.device).expand(3, -1), positions], dim=1)
         positions, total = positions.unsqueeze(1), embeds.shape[1]
         self.total_tokens += len(tokens) + n_text
-        for start in range(0, total, self.chunk_size):
-            end = min(start + self.chunk_size, total)
+        for start, end in self._chunks(total, n_text, tokens.tokens_per_step):
             n_visual = end - max(start, n_text)
             chunk_pos = positions[..., start:end].clone()
             chunk_pos[0, :, end - start - max(0, n_visual):] += self.time_shift
-            with observing(lm, press):
+            with observing(lm, press, max(0, n_visual)):
                 forward(lm, embeds[:, start:end], chunk_pos, self.cache)
             self.visual_seen += max(0, n_visual)
             if press is not None and n_visual > 0:
@@ -177,6 +177,17 @@ class VideoSession:
                 self.progress("prefill", end, total)
         self.seconds["prefill"] += time.perf_counter() - t0
 
+    def _chunks(self, total: int, n_text: int, tokens_per_step: int) -> list[tuple[int, int]]:
+        """(start, end) of each prefill chunk: every ``chunk_size`` tokens, or, for a press that works on whole
+        temporal steps (``chunk_steps``, PivotKV), the text plus the first ``chunk_steps`` steps, then per steps."""
+        steps = getattr(self.method.press, "chunk_steps", None)
+        if steps:
+            size = steps * tokens_per_step
+            ends = list(range(n_text + size, total, size)) + [total]
+        else:
+            ends = list(range(self.chunk_size, total, self.chunk_size)) + [total]
+        return list(zip([0] + ends[:-1], ends))
+
     def text_positions(self, start: int, n: int) -> torch.Tensor:
         """(3, 1, n) M-RoPE ids of text at ``start..start+n-1`` after any press shift (rows the press names)."""
         pos = (start + torch.arange(n, device=self.adapter.device)).expand(3, -1).clone()
@@ -188,7 +199,7 @@ class VideoSession:
     def ask(self, question: str, *, max_new_tokens: int = 128, sampling: Sampling | None = None,
             record_logits: bool = False) -> Answer:
         """Answer from a copy of the session cache; the session itself is unchanged."""
-        adapter, lm = self.adapter, self.adapter.lm
+        adapter, lm = self.adapter, self.lm
         tail = adapter.tail_ids(self.encoded.tail_template, question)
         cache = copy_cache(self.cache)
         seconds = dict(self.seconds)
@@ -201,7 +212,7 @@ class VideoSession:
         kept = self.kept_visual()
         stats = RunStats(self.method.name, self.method.keep, self.method.budget, self.visual_tokens, kept,
                          self.llm_tokens + len(tail), kv_bytes(cache), seconds)
-        return _decode(adapter, cache, logits, pos[:, 0, -1], stats, max_new_tokens, sampling, record_logits,
+        return _decode(adapter, lm, cache, logits, pos[:, 0, -1], stats, max_new_tokens, sampling, record_logits,
                        self.progress)
 
 
@@ -211,7 +222,7 @@ def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, 
     """One forward over [prefix, visual, question] so a layer pruner sees the question rows, then decode."""
     if method.press is not None:
         raise ValueError(f"method {method.name!r} combines a layer pruner with a KV press; pick one of the two")
-    lm, device = adapter.lm, adapter.device
+    lm, device = method.language_model(adapter.lm), adapter.device
     tail = adapter.tail_ids(encoded.tail_template, question)
     n_pre, n_vis, n_tail = len(encoded.prefix_ids), len(encoded.tokens), len(tail)
     seconds = dict(encoded.seconds)
@@ -238,14 +249,14 @@ def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, 
     n_kept = int(visual[kept].sum()) if kept is not None else n_vis
     stats = RunStats(method.name, method.keep, method.budget, encoded.visual_tokens, n_kept,
                      n_pre + n_vis + n_tail, kv_bytes(cache), seconds)
-    return _decode(adapter, cache, logits, torch.tensor(encoded.next_position + n_tail), stats, max_new_tokens,
+    return _decode(adapter, lm, cache, logits, torch.tensor(encoded.next_position + n_tail), stats, max_new_tokens,
                    sampling, record_logits, progress)
 
 
-def _decode(adapter, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress):
+def _decode(adapter, lm, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress):
     t0 = time.perf_counter()
     on_token = (lambda n: progress("generate", n, max_new_tokens)) if progress is not None else None
-    ids, seen = generate(adapter.lm, cache, logits, next_position, adapter.stop_ids(), max_new_tokens, sampling,
+    ids, seen = generate(lm, cache, logits, next_position, adapter.stop_ids(), max_new_tokens, sampling,
                          record_logits, on_token)
     stats.seconds["generate"] += time.perf_counter() - t0
     return Answer(adapter.decode_text(ids), ids, stats, seen)

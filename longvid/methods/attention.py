@@ -4,47 +4,56 @@
 not fit for long videos anyway, so methods recompute q and k with the layer's own norm and projections for the
 few query rows they need. RoPE is optional: FastV scores with it, PruneVid and PivotKV without.
 
-    from longvid.methods.attention import project_qk, attention_probs
+    from longvid.methods.attention import attention_received, project_qk
 """
 
 from __future__ import annotations
 
 import torch
-from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb, rotate_half
+from transformers.models.qwen2_vl.modeling_qwen2_vl import rotate_half
 
 
-def project_qk(attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings=None) -> tuple[torch.Tensor, ...]:
-    """Queries (B, H_q, L, d) and keys (B, H_kv, L, d) of ``attn`` (a ``self_attn`` module) for its input.
+def project_qk(attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings=None,
+               query_rows: torch.Tensor | slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries (B, H_q, R, d) and keys (B, H_kv, L, d) of ``attn`` (a ``self_attn`` module) for its input.
 
-    ``hidden`` (B, L, D) is what ``self_attn`` receives (after the layer's input norm). With ``position_embeddings``
-    (cos, sin), each (B, L, d), RoPE is applied as the model does; without, q and k are un-rotated.
+    ``hidden`` (B, L, D) is what ``self_attn`` receives (after the layer's input norm); queries are computed only
+    for ``query_rows`` (all rows when None). With ``position_embeddings`` (cos, sin), each (B, L, d), RoPE is
+    applied as the model does; without, q and k are un-rotated.
     """
+    rows = slice(None) if query_rows is None else query_rows
     bsz, length, _ = hidden.shape
     d = attn.head_dim
-    q = attn.q_proj(hidden).view(bsz, length, -1, d).transpose(1, 2)
+    q = attn.q_proj(hidden[:, rows]).view(bsz, -1, attn.config.num_attention_heads, d).transpose(1, 2)
     k = attn.k_proj(hidden).view(bsz, length, -1, d).transpose(1, 2)
     if position_embeddings is not None:
-        q, k = apply_rotary_pos_emb(q, k, *position_embeddings)
+        cos, sin = (x.unsqueeze(1) for x in position_embeddings)
+        q = q * cos[:, :, rows] + rotate_half(q) * sin[:, :, rows]
+        k = k * cos + rotate_half(k) * sin
     return q, k
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, scaling: float, *, key_offset: int | None = None,
-                    heads_per_step: int = 4) -> torch.Tensor:
-    """Softmax attention of queries (B, H_q, R, d) over keys (B, H_kv, S, d): (B, H_q, R, S), float32.
+def attention_received(q: torch.Tensor, k: torch.Tensor, scaling: float, *, reduce: str = "sum",
+                       key_offset: int | None = None, heads_per_step: int = 4) -> torch.Tensor:
+    """Attention each key receives from the query rows: (B, H_q, S), float32, reduced over rows.
 
-    GQA: query head h reads key head ``h // (H_q / H_kv)``. ``key_offset`` makes it causal: row r sees keys
-    ``<= key_offset + r``; None is bidirectional. Heads are processed a few at a time to bound memory.
+    ``q`` (B, H_q, R, d) attends over ``k`` (B, H_kv, S, d) with a softmax per row; ``reduce`` is "sum" (PivotKV),
+    "max" (PruneVid) or "mean" over the R rows. GQA: query head h reads key head ``h // (H_q / H_kv)``.
+    ``key_offset`` makes it causal (row r sees keys ``<= key_offset + r``); None is bidirectional. A few heads at a
+    time, so at most (B, heads_per_step, R, S) is materialised, never the whole map.
     """
+    if reduce not in ("sum", "max", "mean"):
+        raise ValueError(f"reduce must be 'sum', 'max' or 'mean', got {reduce!r}")
     groups = q.shape[1] // k.shape[1]
     out = []
     for h0 in range(0, q.shape[1], heads_per_step):
-        qh = q[:, h0:h0 + heads_per_step].float()
-        kh = k[:, torch.arange(h0, min(h0 + heads_per_step, q.shape[1])) // groups].float()
-        logits = qh @ kh.transpose(-1, -2) * scaling
+        heads = torch.arange(h0, min(h0 + heads_per_step, q.shape[1]), device=q.device)
+        logits = q[:, heads].float() @ k[:, heads // groups].float().transpose(-1, -2) * scaling
         if key_offset is not None:
             rows = torch.arange(q.shape[2], device=q.device).unsqueeze(1) + key_offset
             logits = logits.masked_fill(torch.arange(k.shape[2], device=q.device) > rows, float("-inf"))
-        out.append(logits.softmax(-1))
+        probs = logits.softmax(-1)
+        out.append(probs.amax(dim=2) if reduce == "max" else probs.sum(2) if reduce == "sum" else probs.mean(2))
     return torch.cat(out, dim=1)
 
 

@@ -214,8 +214,9 @@ class KVPress(Stage, Budget):
     observes = False
     text_shift_rows: tuple[int, ...] = (0, 1, 2)
 
-    def observe(self, layer_idx: int, attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings) -> None:
-        """Called in each layer's forward with its attention input ``hidden`` (1, n_new, D), if ``observes``."""
+    def observe(self, layer_idx: int, attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings,
+                n_visual: int) -> None:
+        """If ``observes``: each layer's attention input ``hidden`` (1, n_new, D); its last ``n_visual`` are visual."""
 
     def score(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(B, H_kv, L) scores for the evictable entries; ``keys``/``values`` are (B, H_kv, L, d), keys post-RoPE."""

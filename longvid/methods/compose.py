@@ -30,3 +30,10 @@ class Method:
     @property
     def query_aware(self) -> bool:
         return any(stage.query_aware for stage in self.stages())
+
+    def language_model(self, lm):
+        """The language model this method runs on: a stage may swap a module (PivotKV's YaRN RoPE), never mutate."""
+        for stage in self.stages():
+            if hasattr(stage, "language_model"):
+                lm = stage.language_model(lm)
+        return lm
