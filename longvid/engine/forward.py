@@ -90,6 +90,9 @@ def forward(
     impl = lm.config._attn_implementation
     if pruner is not None and attention_mask is not None:
         raise ValueError("an attention_mask override cannot be combined with a layer pruner")
+    if pruner is not None and not 0 <= pruner.layer < len(lm.layers):
+        raise ValueError(f"{type(pruner).__name__} prunes after layer {pruner.layer}, but the model has "
+                         f"{len(lm.layers)} layers (0..{len(lm.layers) - 1}); pass layer=... within that range")
     past = cache.get_seq_length()
     q_len = hidden.shape[1]
     mask = attention_mask if attention_mask is not None else causal_mask(

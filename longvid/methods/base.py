@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -212,7 +213,7 @@ class KVPress(Stage, Budget):
     """
 
     observes = False
-    text_shift_rows: tuple[int, ...] = (0, 1, 2)
+    text_shift_rows: ClassVar[tuple[int, ...]] = (0, 1, 2)
 
     def observe(self, layer_idx: int, attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings,
                 n_visual: int) -> None:

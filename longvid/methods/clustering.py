@@ -21,9 +21,9 @@ def dpc_knn(
     """Density-peak clustering with kNN density (DPC-kNN), batched over leading dimensions.
 
     Distances are ``cdist(x, x) / sqrt(C)``. The density of a point is ``exp(-mean d^2)`` over its ``k`` nearest
-    neighbours, the point itself included (distance 0), plus uniform noise in ``[0, 1e-6)`` from ``generator``.
-    ``delta`` is the distance to the nearest denser point (the largest distance in the set for the densest
-    point). The centres are the ``n_clusters`` points with the highest ``density * delta``; every point joins
+    neighbours, the point itself included (distance 0), plus uniform noise in ``[0, 1e-6)`` from ``generator``
+    (in float64, so the noise does break ties; an exact tie goes to the lower index). ``delta`` is the distance
+    to the nearest denser point (the largest distance in the set for the densest point). The centres are the ``n_clusters`` points with the highest ``density * delta``; every point joins
     its nearest centre and every centre its own cluster.
 
     Based on: https://arxiv.org/abs/2412.16117 (PruneVid, section 3) and its DPC-kNN source, TCFormer
@@ -65,9 +65,11 @@ def dpc_knn(
         return own.clone(), own.clone()
     dist = pairwise_distance(x) / math.sqrt(c)  # (..., M, M)
     knn = dist.topk(min(k, m), dim=-1, largest=False).values
-    noise = torch.rand(*batch, m, generator=generator).to(x.device)
-    density = torch.exp(-(knn**2).mean(-1)) + noise * DENSITY_NOISE  # (..., M)
-    denser = density.unsqueeze(-2) > density.unsqueeze(-1)  # [i, j]: j is denser than i
+    # float64: in float32 a density near 1 has a spacing of 6e-8, which rounds the 1e-6 noise back into ties
+    noise = torch.rand(*batch, m, generator=generator, dtype=torch.float64).to(x.device)
+    density = torch.exp(-(knn.double() ** 2).mean(-1)) + noise * DENSITY_NOISE  # (..., M)
+    rank = density.argsort(-1, descending=True, stable=True).argsort(-1)  # a total order: lower index wins ties
+    denser = rank.unsqueeze(-2) < rank.unsqueeze(-1)  # [i, j]: j is denser than i
     dist_max = dist.flatten(-2).amax(-1)[..., None, None]
     delta = torch.where(denser, dist, dist_max).amin(-1)  # the densest point has no denser one: dist_max
     centres = (density * delta).topk(n_clusters, dim=-1).indices  # (..., K), best first
@@ -86,8 +88,9 @@ def pairwise_distance(x: torch.Tensor) -> torch.Tensor:
     """
     x = x.float()
     x = x - x.mean(-2, keepdim=True)
-    sq_norm = x.square().sum(-1)
-    sq = sq_norm.unsqueeze(-1) + sq_norm.unsqueeze(-2) - 2 * (x @ x.transpose(-1, -2))
+    gram = x @ x.transpose(-1, -2)
+    sq_norm = gram.diagonal(dim1=-2, dim2=-1)
+    sq = sq_norm.unsqueeze(-1) + sq_norm.unsqueeze(-2) - 2 * gram
     sq.diagonal(dim1=-2, dim2=-1).zero_()
     return sq.clamp_min_(0).sqrt_()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from longvid.methods.base import TokenReducer
 from longvid.methods.clustering import cluster_means, dpc_knn, refine_clusters, segments
@@ -22,8 +21,9 @@ from longvid.tokens import VisualTokens
 def slot_similarity(x: torch.Tensor) -> torch.Tensor:
     """Mean pairwise cosine of each spatial slot over the steps of a segment (ordered pairs ``w != t``).
 
-    Uses ``sum_{w != t} cos(x_w, x_t) = |sum_w u_w|^2 - sum_w |u_w|^2`` with ``u = x / |x|`` (a zero vector has
-    cosine 0 with everything, as in ``F.cosine_similarity``), so no (W, W) matrix is built per slot.
+    Uses ``sum_{w != t} cos(x_w, x_t) = |sum_w u_w|^2 - sum_w |u_w|^2`` with ``u = x / |x|``, where
+    ``|u_w|^2`` is 1, or 0 for a zero vector (cosine 0 with everything, as in ``F.cosine_similarity``): one pass
+    over the segment, no (W, W) matrix per slot.
 
     Parameters
     ----------
@@ -38,8 +38,9 @@ def slot_similarity(x: torch.Tensor) -> torch.Tensor:
     w = x.shape[0]
     if w < 2:
         raise ValueError(f"slot similarity needs at least 2 steps, got {w}; a 1-step segment has no pairs")
-    u = F.normalize(x.float(), dim=-1)
-    pair_sum = u.sum(0).square().sum(-1) - u.square().sum((0, 2))  # (P,)
+    norm = torch.linalg.vector_norm(x.float(), dim=-1, keepdim=True)  # (W, P, 1)
+    u_sum = (x / norm.clamp_min(1e-12)).sum(0)  # (P, D)
+    pair_sum = u_sum.square().sum(-1) - (norm > 0).sum((0, 2))  # (P,)
     return pair_sum / (w * (w - 1))
 
 
@@ -140,7 +141,8 @@ class PruneVidMerge(TokenReducer):
             parts.append((e[0], index[0], count[0]))
         if not static.all():
             steps = torch.arange(start, end, device=x.device).unsqueeze(-1)
-            dynamic = self._merge(seg[:, ~static], merged[start:end, ~static], steps * p + slots[~static], generator)
+            dyn = seg if not static.any() else seg[:, ~static]  # no copy in the common all-dynamic case
+            dynamic = self._merge(dyn, merged[start:end, ~static], steps * p + slots[~static], generator)
             parts += list(zip(*dynamic))
         return parts
 

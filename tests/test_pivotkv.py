@@ -1,0 +1,142 @@
+"""PivotKV: chunk-local eviction equals masking, the temporal squeeze, key re-rotation, pivots, ratios.
+
+    pytest tests/test_pivotkv.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.models.qwen2_vl.modeling_qwen2_vl import rotate_half
+
+import longvid
+from longvid.engine.cache import new_cache
+from longvid.methods.attention import rerotate
+from longvid.methods.compose import Method
+from longvid.methods.kv.pivotkv import PivotKV
+
+ATOL = 1e-5
+
+
+class LoggingPivotKV(PivotKV):
+    """Remembers, per chunk, what each layer kept (indices into the chunk's visual tokens)."""
+
+    def compress(self, cache, chunk):
+        shift = super().compress(cache, chunk)
+        self.history = getattr(self, "history", []) + [(chunk.n_new_visual, dict(self.last_kept))]
+        return shift
+
+
+def rope(x, cos_sin):
+    cos, sin = (t.unsqueeze(1) for t in cos_sin)
+    return x * cos + rotate_half(x) * sin
+
+
+@pytest.mark.parametrize("yarn", [None, 4.0])
+def test_rerotate_moves_keys_between_positions(lm, yarn):
+    rotary = PivotKV(yarn_factor=yarn).language_model(lm.adapter.lm).rotary_emb
+    x = torch.randn(1, 2, 6, lm.adapter.lm.layers[0].self_attn.head_dim)
+    old = torch.tensor([[40, 40, 41, 41, 42, 42], [5, 6, 5, 6, 5, 6], [7, 7, 8, 8, 9, 9]]).unsqueeze(1)
+    new = old.clone()
+    new[0] = torch.tensor([40, 40, 40, 40, 41, 41])
+    cs_old, cs_new = rotary(x, old), rotary(x, new)
+    if yarn:
+        assert rotary.attention_scaling != 1.0  # YaRN really scales, so the inverse must divide by it
+    torch.testing.assert_close(rerotate(rope(x, cs_old), cs_old, cs_new), rope(x, cs_new), atol=ATOL, rtol=0)
+
+
+def test_squeeze_and_shift_by_hand():
+    # 8 tokens over temporal ids 10..13, keep 4 of 8: t -> 10 + (t - 10) * 4 // 8
+    pos = torch.tensor([[10, 10, 11, 11, 12, 12, 13, 13], [0] * 8, [1] * 8])
+    out = PivotKV.squeeze(pos, 10, 4, 8)
+    assert out[0].tolist() == [10, 10, 10, 10, 11, 11, 11, 11] and torch.equal(out[1:], pos[1:])
+
+
+def test_pivots_are_kept_by_default_and_scored_one_when_faithful():
+    scores = torch.tensor([0.5, 3.0, 0.2, 2.0, 0.1, 1.5])
+    pivot = torch.tensor([False, False, True, False, True, False])
+    assert PivotKV()._kept(scores, pivot, 2).tolist() == [2, 4]  # paper: pivots first
+    assert PivotKV(faithful=True)._kept(scores, pivot, 3).tolist() == [1, 3, 5]  # code: 1.0 < 1.5, pivots lose
+    kept = set(PivotKV(faithful=True)._kept(scores, pivot, 4).tolist())  # a pivot at 1.0 beats 0.5 (tie: either)
+    assert kept > {1, 3, 5} and len(kept & {2, 4}) == 1
+    assert PivotKV()._kept(scores, None, 2).tolist() == [1, 3]
+
+
+def test_ratio_from_max_input_length_keep_or_budget():
+    assert PivotKV(max_input_length=1000).ratio(4000) == 0.25
+    assert PivotKV(max_input_length=1000).ratio(800) == 1.0
+    assert PivotKV(keep=0.3).ratio(10) == 0.3
+    assert PivotKV(budget=2000).ratio(4000) == 0.5
+
+
+def test_eviction_equals_masking_per_layer(lm, long_frames):
+    """reforge off: each chunk's eviction == later queries not seeing those keys, layer by layer."""
+    press = LoggingPivotKV(keep=0.5, reforge=False, chunk_steps=2)
+    q = "What happened?"
+    ours = lm.ask(long_frames, q, method=Method("pivotkv", press=press), max_new_tokens=1, record_logits=True)
+    a = lm.adapter
+    enc = lm.encode(long_frames, longvid.get_method("full"))
+    tail = a.tail_ids(enc.tail_template, q)
+    n_pre, n_vis = len(enc.prefix_ids), len(enc.tokens)
+    total = n_pre + n_vis + len(tail)
+    per_step = enc.tokens.tokens_per_step
+    n_layers = len(a.lm.layers)
+    visible = torch.ones(n_layers, total, total, dtype=torch.bool).tril()
+    start = 0
+    for n_chunk, kept in press.history:  # chunk = its own 2 steps; later rows only see what each layer kept
+        assert n_chunk == 2 * per_step or start + n_chunk == n_vis
+        evicted = torch.ones(n_layers, n_chunk, dtype=torch.bool)
+        for layer, idx in kept.items():
+            evicted[layer, idx] = False
+        cols = slice(n_pre + start, n_pre + start + n_chunk)
+        later = n_pre + start + n_chunk
+        visible[:, later:, cols] &= ~evicted[:, None, :]
+        start += n_chunk
+    assert start == n_vis
+    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
+                        a.lm.embed_tokens(torch.tensor(tail))])[None]
+    positions = torch.cat([torch.arange(n_pre).expand(3, -1), enc.tokens.positions,
+                           enc.next_position + torch.arange(len(tail)).expand(3, -1)], dim=1)[:, None]
+    with torch.inference_mode():
+        h, cache = embeds, new_cache(a.lm.config)
+        cos_sin = a.lm.rotary_emb(h, positions)
+        for i, layer in enumerate(a.lm.layers):
+            mask = torch.zeros(1, 1, total, total).masked_fill(~visible[i], torch.finfo(torch.float32).min)
+            h = layer(h, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache, use_cache=True)
+        reference = a.lm.logits(a.lm.norm(h[:, -1:]))[0, 0]
+    torch.testing.assert_close(ours.logits[0], reference, atol=ATOL, rtol=0)
+    assert not torch.equal(press.history[0][1][0], press.history[0][1][1])  # layers keep different tokens
+
+
+@pytest.mark.parametrize("faithful, rows", [(False, [0, 1, 2]), (True, [0])])
+def test_squeezed_time_shifts_what_follows(lm, long_frames, faithful, rows):
+    press = PivotKV(keep=0.5, chunk_steps=4, faithful=faithful)
+    session = lm.session(long_frames, method=Method("pivotkv", press=press))
+    enc = lm.encode(long_frames, longvid.get_method("full"))
+    t = enc.tokens.positions[0].view(-1, enc.tokens.tokens_per_step)[:, 0]  # temporal id of each step
+    shift = 0
+    for c in range(0, len(t), 4):  # 12 steps -> 3 chunks of 4 steps, each keeps half its tokens
+        t0, t_last = int(t[c]) + shift, int(t[min(c + 3, len(t) - 1)]) + shift
+        n = min(4, len(t) - c) * enc.tokens.tokens_per_step
+        delta = (t0 + (t_last - t0) * (n // 2) // n) - t_last
+        shift += delta
+    expected = shift
+    assert session.time_shift == expected < 0
+    pos = session.text_positions(enc.next_position, 2)[:, 0]
+    for row in range(3):
+        assert pos[row].tolist() == [enc.next_position + (expected if row in rows else 0) + i for i in range(2)]
+    assert session.ask("Then?", max_new_tokens=2).stats.kept_tokens == len(enc.tokens) // 2
+
+
+def test_realised_retention_per_chunk(lms, long_frames):
+    lm = lms["qwen2_5_vl"]
+    one = lm.ask(long_frames, "q?", method="pivotkv", keep=0.3, max_new_tokens=1).stats  # 12 steps: one chunk
+    assert abs(one.kept_tokens - 0.3 * one.visual_tokens) <= 0.5
+    press = PivotKV(keep=0.3, chunk_steps=5)  # chunks of 5, 5 and 2 steps: rounding once per chunk
+    three = lm.ask(long_frames, "q?", method=Method("pivotkv", press=press), max_new_tokens=1).stats
+    assert abs(three.kept_tokens - 0.3 * three.visual_tokens) <= 3 * 0.5
+
+
+def test_retake_marks_pivots_and_compresses(lm, long_frames):
+    s = lm.ask(long_frames, "q?", method="retake", keep=0.5, max_new_tokens=1).stats
+    assert abs(s.retention - 0.5) <= 1 / s.visual_tokens
