@@ -86,6 +86,20 @@ def check_choices(method: str, keep: Optional[float], budget: Optional[int], fps
         fail(f"--frames must be >= 1, got {frames}")
 
 
+def parse_settings(settings: list[str]) -> dict:
+    """``["layer=8", "faithful=true"]`` -> ``{"layer": 8, "faithful": True}`` (JSON values, else strings)."""
+    out = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set takes KEY=VALUE, got {item!r}; e.g. --set layer=8")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def quiet_transformers() -> None:
     """No weight-loading bars from transformers: our own bars show the stages."""
     from transformers.utils import logging as hf_logging
@@ -121,17 +135,20 @@ def ask(
     attn: str = typer.Option("sdpa", help="Attention implementation: sdpa, eager, flash_attention_2."),
     max_new_tokens: int = typer.Option(128, help="Answer length cap."),
     chunk_size: int = typer.Option(DEFAULT_CHUNK, help="Prefill chunk, tokens (KV presses act between chunks)."),
+    settings: list[str] = typer.Option([], "--set", help="Method setting KEY=VALUE, repeatable (e.g. --set layer=8)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Answer a question about a video."""
     check_choices(method, keep, budget, fps, frames)
     import longvid
 
+    chosen = longvid.get_method(method, keep=keep, budget=budget, **parse_settings(settings))
+
     quiet_transformers()
     lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn,
                       min_pixels=min_pixels, max_pixels=max_pixels)
     with progress_bars() as bars:
-        answer = lm.ask(video, question, method=method, keep=keep, budget=budget, fps=fps, frames=frames,
+        answer = lm.ask(video, question, method=chosen, fps=fps, frames=frames,
                         max_frames=max_frames, start=start, end=end, max_new_tokens=max_new_tokens,
                         chunk_size=chunk_size, progress=RichProgress(bars))
     if as_json:

@@ -32,6 +32,17 @@ def test_ask_json_has_the_documented_keys(tiny_dirs, video_path):
     assert d["kv_bytes"] > 0 and d["llm_tokens"] > d["kept_tokens"]
 
 
+def test_method_settings_pass_through(tiny_dirs, video_path):
+    r = run("ask", video_path, "Where?", "--model", tiny_dirs["qwen2_vl"], "--method", "prunevid", "--set", "layer=0",
+            "--set", "tau=0.9", "--keep", "0.5", "--fps", "2", "--max-pixels", 84 * 84, "--max-new-tokens", 2, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["method"] == "prunevid"
+    bad = run("ask", video_path, "q?", "--model", tiny_dirs["qwen2_vl"], "--method", "fastv", "--set", "tau=1")
+    assert bad.exit_code == 2 and "method 'fastv' has no setting 'tau'" in bad.stderr
+    bad = run("ask", video_path, "q?", "--model", tiny_dirs["qwen2_vl"], "--set", "layer")
+    assert bad.exit_code == 2 and "--set takes KEY=VALUE" in bad.stderr
+
+
 def test_methods_lists_every_registered_method():
     r = run("methods", "--json")
     assert r.exit_code == 0
