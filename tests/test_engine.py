@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import longvid
+from reference import prompt_inputs
 from longvid.engine.cache import new_cache
 from longvid.engine.forward import causal_mask, forward
 from longvid.methods.base import KVPress, gather_entries
@@ -68,12 +69,7 @@ def test_full_equals_transformers_with_explicit_positions_on_long_video(lm, long
     enc = lm.encode(long_frames, method)
     ours = lm.ask(long_frames, q, max_new_tokens=6, record_logits=True)
     a = lm.adapter
-    tail = a.tail_ids(enc.tail_template, q)
-    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
-                        a.lm.embed_tokens(torch.tensor(tail))])[None]
-    n_pre = len(enc.prefix_ids)
-    positions = torch.cat([torch.arange(n_pre).expand(3, -1), enc.tokens.positions,
-                           enc.next_position + torch.arange(len(tail)).expand(3, -1)], dim=1)[:, None]
+    embeds, positions, _ = prompt_inputs(lm, enc, q)
     tokens, logits = hf_generate(a.model, 6, inputs_embeds=embeds, attention_mask=torch.ones(1, embeds.shape[1]),
                                  position_ids=positions)
     assert_same_generation(ours, tokens, logits, a.stop_ids())
@@ -137,11 +133,7 @@ def test_reduced_tokens_keep_positions_and_decode_continues(lm, frames):
     q = "Which colour?"
     ours = lm.ask(frames, q, method="random", keep=0.5, max_new_tokens=6, record_logits=True)
     a = lm.adapter
-    tail = a.tail_ids(enc.tail_template, q)
-    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
-                        a.lm.embed_tokens(torch.tensor(tail))])[None]
-    positions = torch.cat([torch.arange(len(enc.prefix_ids)).expand(3, -1), enc.tokens.positions,
-                           enc.next_position + torch.arange(len(tail)).expand(3, -1)], dim=1)[:, None]
+    embeds, positions, tail = prompt_inputs(lm, enc, q)
     tokens, logits = hf_generate(a.model, 6, inputs_embeds=embeds, attention_mask=torch.ones(1, embeds.shape[1]),
                                  position_ids=positions)
     assert_same_generation(ours, tokens, logits, a.stop_ids())
@@ -184,7 +176,7 @@ def test_evicting_equals_masking(lm, frames):
     ours = lm.ask(frames, q, method=Method("scheduled", press=press), chunk_size=chunk, max_new_tokens=1,
                   record_logits=True)
     enc = lm.encode(frames, longvid.get_method("full"))
-    tail = a.tail_ids(enc.tail_template, q)
+    embeds, positions, tail = prompt_inputs(lm, enc, q)
     n_pre, n_tail = len(enc.prefix_ids), len(tail)
     total = n_pre + n_vis + n_tail
     visible = torch.ones(kv_heads, total, total, dtype=torch.bool).tril()
@@ -203,10 +195,6 @@ def test_evicting_equals_masking(lm, frames):
     visible[:, n_pre + n_vis:, n_pre:n_pre + n_vis] &= kept_before[:, None, :]
     mask = torch.zeros(1, kv_heads * groups, total, total)
     mask.masked_fill_(~visible.repeat_interleave(groups, 0)[None], torch.finfo(torch.float32).min)
-    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
-                        a.lm.embed_tokens(torch.tensor(tail))])[None]
-    positions = torch.cat([torch.arange(n_pre).expand(3, -1), enc.tokens.positions,
-                           enc.next_position + torch.arange(n_tail).expand(3, -1)], dim=1)[:, None]
     with torch.inference_mode():
         hidden, _ = forward(a.lm, embeds, positions, new_cache(a.lm.config), attention_mask=mask)
         reference = a.lm.logits(hidden[:, -1])[0]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import longvid
+from reference import prompt_inputs
 from longvid.engine.cache import new_cache
 from longvid.engine.forward import causal_mask, forward
 from longvid.methods.base import LayerPruner
@@ -25,9 +26,15 @@ def full_answers(lms, frames):
     return {f: lm.ask(frames, "What is it?", max_new_tokens=5, record_logits=True) for f, lm in lms.items()}
 
 
+# "keep everything": keep=1, and for PruneVid no static slot (tau > 1), no merging, and a layer the tiny model has
+KEEP_EVERYTHING = {"prunevid": dict(keep=1.0, tau=1.01, cluster_ratio=1.0, layer=0),
+                   "prunevid-merge": dict(tau=1.01, cluster_ratio=1.0)}
+
+
 @pytest.mark.parametrize("name", list(METHODS))
 def test_keep_everything_equals_full(lm, family, frames, full_answers, name):
-    ans = lm.ask(frames, "What is it?", method=name, keep=1.0, max_new_tokens=5, record_logits=True, chunk_size=6)
+    method = get_method(name, **KEEP_EVERYTHING.get(name, dict(keep=1.0)))
+    ans = lm.ask(frames, "What is it?", method=method, max_new_tokens=5, record_logits=True, chunk_size=6)
     ref = full_answers[family]
     assert ans.token_ids == ref.token_ids
     for a, b in zip(ans.logits, ref.logits):
@@ -114,16 +121,12 @@ def test_layer_pruner_equals_per_layer_masking(lm, frames):
     ours = lm.ask(frames, q, method=Method("drop-odd", layer_pruner=pruner), max_new_tokens=2, record_logits=True)
     a = lm.adapter
     enc = lm.encode(frames, get_method("full"))
-    tail = a.tail_ids(enc.tail_template, q)
+    embeds, positions, tail = prompt_inputs(lm, enc, q)
     n_pre, n_vis = len(enc.prefix_ids), len(enc.tokens)
     total = n_pre + n_vis + len(tail)
     dropped = torch.zeros(total, dtype=torch.bool)
     dropped[n_pre + 1:n_pre + n_vis:2] = True
     assert ours.stats.kept_tokens == n_vis - int(dropped.sum())
-    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
-                        a.lm.embed_tokens(torch.tensor(tail))])[None]
-    positions = torch.cat([torch.arange(n_pre).expand(3, -1), enc.tokens.positions,
-                           enc.next_position + torch.arange(len(tail)).expand(3, -1)], dim=1)[:, None]
     causal = causal_mask("eager", total, total, torch.float32, "cpu")
     pruned = causal.masked_fill(dropped, torch.finfo(torch.float32).min)
     with torch.inference_mode():

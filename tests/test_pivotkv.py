@@ -10,6 +10,7 @@ import torch
 from transformers.models.qwen2_vl.modeling_qwen2_vl import rotate_half
 
 import longvid
+from reference import prompt_inputs
 from longvid.engine.cache import new_cache
 from longvid.methods.attention import rerotate
 from longvid.methods.compose import Method
@@ -76,7 +77,7 @@ def test_eviction_equals_masking_per_layer(lm, long_frames):
     ours = lm.ask(long_frames, q, method=Method("pivotkv", press=press), max_new_tokens=1, record_logits=True)
     a = lm.adapter
     enc = lm.encode(long_frames, longvid.get_method("full"))
-    tail = a.tail_ids(enc.tail_template, q)
+    embeds, positions, tail = prompt_inputs(lm, enc, q)
     n_pre, n_vis = len(enc.prefix_ids), len(enc.tokens)
     total = n_pre + n_vis + len(tail)
     per_step = enc.tokens.tokens_per_step
@@ -93,10 +94,6 @@ def test_eviction_equals_masking_per_layer(lm, long_frames):
         visible[:, later:, cols] &= ~evicted[:, None, :]
         start += n_chunk
     assert start == n_vis
-    embeds = torch.cat([a.lm.embed_tokens(torch.tensor(enc.prefix_ids)), enc.tokens.embeds,
-                        a.lm.embed_tokens(torch.tensor(tail))])[None]
-    positions = torch.cat([torch.arange(n_pre).expand(3, -1), enc.tokens.positions,
-                           enc.next_position + torch.arange(len(tail)).expand(3, -1)], dim=1)[:, None]
     with torch.inference_mode():
         h, cache = embeds, new_cache(a.lm.config)
         cos_sin = a.lm.rotary_emb(h, positions)
