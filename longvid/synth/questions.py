@@ -1,0 +1,158 @@
+"""Multiple-choice questions about a `VideoSpec`: six kinds, four options, answers balanced over A-D.
+
+Balance: for every question the correct option goes to a position drawn uniformly from 0-3, and the three
+distractors are drawn uniformly, without replacement and in random order, from the other values. So each letter
+is the answer with probability 1/4, and every value is equally likely at every position. Answer values are
+uniform too (colours, shapes, quadrants, quarters and counts are all drawn uniformly by `make_video_spec`), so
+the text alone carries no prior beyond chance.
+
+Unambiguity: events have distinct colours and shapes, so "the circle", "the red shape" and "the red circle" each
+name one event; each event lies inside one quarter with a margin (`make_video_spec`). Grey distractor blobs are
+always present, so questions ask about *coloured* shapes. ``order`` needs two or more events and is skipped for
+a single-event video.
+
+Example::
+
+    python -c "from longvid.synth import make_video_spec, make_questions; \
+print(make_questions(make_video_spec(0))[0].text)"
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .seeds import rng
+from .spec import COLORS, QUADRANTS, QUARTERS, SHAPES, Event, VideoSpec
+
+__all__ = ["KINDS", "LETTERS", "PROMPT_TEMPLATE", "Question", "format_question", "make_questions"]
+
+KINDS = ("color", "shape", "where", "when", "count", "order")
+LETTERS = ("A", "B", "C", "D")
+
+PROMPT_TEMPLATE = "{question}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer with the letter."
+"""The one text format shown to the model; the expected reply is the answer letter."""
+
+_COUNTS = ("1", "2", "3", "4")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One multiple-choice question about one video.
+
+    Attributes
+    ----------
+    kind : str
+        One of `KINDS`.
+    question : str
+        The bare question, e.g. ``"What colour was the circle?"``.
+    options : tuple of str
+        (4,), shown as A-D.
+    answer : str
+        ``"A"`` to ``"D"``.
+    video_id : str
+        `VideoSpec.video_id` of the video asked about.
+    """
+
+    kind: str
+    question: str
+    options: tuple[str, str, str, str]
+    answer: str
+    video_id: str
+
+    @property
+    def text(self) -> str:
+        """The full prompt: question, options A-D, and the instruction (`PROMPT_TEMPLATE`)."""
+        return format_question(self.question, self.options)
+
+    @property
+    def answer_index(self) -> int:
+        return LETTERS.index(self.answer)
+
+    @property
+    def answer_text(self) -> str:
+        return self.options[self.answer_index]
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"text": self.text}
+
+
+def format_question(question: str, options) -> str:
+    """Fill `PROMPT_TEMPLATE` with a question and its 4 options."""
+    if len(options) != 4:
+        raise ValueError(f"options must hold 4 strings (A-D), got {len(options)}: {options!r}.")
+    return PROMPT_TEMPLATE.format(question=question, **dict(zip("abcd", options)))
+
+
+def _options(gen: np.random.Generator, answer: str, pool) -> tuple[tuple[str, ...], str]:
+    """Put ``answer`` at a uniform position and 3 uniform distractors from ``pool`` (without it) elsewhere."""
+    others = [value for value in pool if value != answer]
+    distractors = [others[i] for i in gen.choice(len(others), size=3, replace=False)]
+    position = int(gen.integers(4))
+    distractors.insert(position, answer)
+    return tuple(distractors), LETTERS[position]
+
+
+def _order_pool(gen: np.random.Generator, events: tuple[Event, ...]) -> list[str]:
+    """The other events' names, topped up to 3 with names of colour-shape pairs that did not appear."""
+    names = [event.name for event in events[1:]]
+    seen = {event.name for event in events}
+    absent = [f"{c} {s}" for c in COLORS for s in SHAPES if f"{c} {s}" not in seen]
+    extra = gen.choice(len(absent), size=3 - len(names), replace=False)
+    return names + [absent[i] for i in extra]
+
+
+def _ask(kind: str, spec: VideoSpec, gen: np.random.Generator) -> tuple[str, str, list[str]] | None:
+    """``(question, correct value, values to draw distractors from)``, or None if ``kind`` does not apply."""
+    events = spec.events
+    event = events[int(gen.integers(len(events)))]  # the event asked about, for the first four kinds
+    if kind == "color":
+        return f"What colour was the {event.shape}?", event.color, list(COLORS)
+    if kind == "shape":
+        return f"Which shape was {event.color}?", event.shape, list(SHAPES)
+    if kind == "where":
+        return f"In which part of the frame did the {event.name} appear?", event.quadrant, list(QUADRANTS)
+    if kind == "when":
+        quarters = [f"{q} quarter" for q in QUARTERS]
+        return f"In which quarter of the video did the {event.name} appear?", quarters[spec.quarter(event)], quarters
+    if kind == "count":
+        return "How many coloured shapes appeared?", str(len(events)), list(_COUNTS)
+    if kind == "order":
+        if len(events) < 2:
+            return None
+        return "Which coloured shape appeared first?", events[0].name, _order_pool(gen, events)
+    raise ValueError(f"kind={kind!r} is not supported. Pass kinds from {KINDS}.")
+
+
+def make_questions(spec: VideoSpec, seed: int | None = None, kinds=KINDS) -> list[Question]:
+    """One question per kind in ``kinds`` (``order`` only when the video has >= 2 events), deterministic.
+
+    Parameters
+    ----------
+    spec : VideoSpec
+    seed : int, optional
+        Seeds the choice of event and the option order; defaults to ``spec.seed``. Each kind draws from its own
+        stream, so asking for fewer kinds does not change the others.
+    kinds : sequence of str
+        Subset of `KINDS`.
+
+    Returns
+    -------
+    list of Question
+        In the order of ``kinds``.
+    """
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown or isinstance(kinds, str):
+        raise ValueError(f"kinds={kinds!r} has unsupported kinds {unknown or kinds!r}. Pass a subset of {KINDS}.")
+    seed = spec.seed if seed is None else seed
+    questions = []
+    for kind in kinds:
+        gen = rng(seed, "question", KINDS.index(kind))
+        asked = _ask(kind, spec, gen)
+        if asked is None:
+            continue
+        question, value, pool = asked
+        options, answer = _options(gen, value, pool)
+        questions.append(Question(kind, question, options, answer, spec.video_id))
+    return questions

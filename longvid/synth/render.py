@@ -1,0 +1,166 @@
+"""Render a `VideoSpec` to RGB frames in memory, at any timestamps (no decoding, no disk).
+
+Layers, back to front:
+
+1. a low-contrast grey texture (mean 128, std ~14 levels, per-channel tint <= 6 levels, so its saturation
+   ``max - min`` over R, G, B stays below ~20), periodic so it drifts forever without a seam;
+2. `Distractor` blobs: soft, neutral grey (R = G = B), always moving, so "something moved" is never the answer;
+3. events: anti-aliased shapes in saturated `COLORS` (saturation >= 150), drawn on top, so always fully visible.
+
+``blank=True`` drops layer 3: the same video with no event, for checking that a model is near chance without
+the visual evidence.
+
+Work per frame is a window copy plus a few small box blends; events are blended for all their frames at once.
+The texture and masks are built once per spec and cached.
+
+Example::
+
+    python -c "from longvid.synth import make_video_spec, render_frames; import numpy as np; \
+print(render_frames(make_video_spec(0), np.arange(0, 120.0)).shape)"
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from .seeds import rng
+from .spec import COLORS, Event, VideoSpec
+
+__all__ = ["render_frames", "saturation"]
+
+_SUPERSAMPLE = 4  # 4x4 samples per pixel for shape edges
+
+
+def saturation(frames: np.ndarray) -> np.ndarray:
+    """``max - min`` over the channels: uint8 (..., 3) -> int16 (...). Background < ~20, events >= 150."""
+    frames = frames.astype(np.int16)
+    return frames.max(axis=-1) - frames.min(axis=-1)
+
+
+def _texture(spec: VideoSpec) -> np.ndarray:
+    """uint8 (3H, 3W, 3): a (2H, 2W)-periodic blurred-noise texture, padded by wrapping so any window is a slice."""
+    height, width = 2 * spec.height, 2 * spec.width
+    noise = rng(spec.seed, "texture").standard_normal((height, width))
+    blur_px = 5.0 * min(spec.width, spec.height) / 224  # texture grain scales with the frame
+    fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+    gain = np.exp(-2 * math.pi**2 * blur_px**2 * (fx**2 + fy**2))  # Gaussian blur, periodic by construction
+    field = np.fft.irfft2(np.fft.rfft2(noise) * gain, s=(height, width))
+    grey = 128 + 14 * field / field.std()
+    rgb = np.clip(grey[..., None] + np.array(spec.tint), 0, 255).round().astype(np.uint8)
+    return np.pad(rgb, ((0, spec.height), (0, spec.width), (0, 0)), mode="wrap")
+
+
+def _blob(radius_px: float) -> np.ndarray:
+    """float32 (S, S) alpha of a soft disc of radius ``r``: 0.9 up to ``0.6 r``, falling linearly to 0 at ``r``."""
+    half = math.ceil(radius_px)
+    d = np.hypot(*np.mgrid[-half : half + 1, -half : half + 1]) / radius_px
+    return (0.9 * np.clip((1 - d) / 0.4, 0, 1)).astype(np.float32)
+
+
+def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """bool, shape of ``dx``: whether offsets ``(dx, dy)`` (pixels, y down) from the centre are inside ``shape``."""
+    ax, ay = np.abs(dx), np.abs(dy)
+    if shape == "circle":
+        return dx**2 + dy**2 <= r**2
+    if shape == "square":
+        return np.maximum(ax, ay) <= 0.8 * r  # area close to the circle's
+    if shape == "triangle":  # equilateral, apex up, circumradius r, centroid at the centre
+        return (dy <= r / 2) & (ax <= (dy + r) / math.sqrt(3))
+    if shape == "cross":
+        arm = 0.3 * r
+        return ((ax <= arm) & (ay <= r)) | ((ay <= arm) & (ax <= r))
+    raise ValueError(f"shape={shape!r} is not supported.")
+
+
+def _event_alpha(event: Event, spec: VideoSpec) -> tuple[tuple[slice, slice], np.ndarray]:
+    """Bounding box ``(rows, cols)`` and float32 (h, w) coverage of ``event``'s shape, from 4x4 supersampling."""
+    r = event.size * min(spec.width, spec.height) / 2
+    cx, cy = event.x * spec.width, event.y * spec.height
+    x0, x1 = max(0, math.floor(cx - r)), min(spec.width, math.ceil(cx + r))
+    y0, y1 = max(0, math.floor(cy - r)), min(spec.height, math.ceil(cy + r))
+    sub = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE
+    ys = (np.arange(y0, y1)[:, None] + sub[None, :]).reshape(-1)
+    xs = (np.arange(x0, x1)[:, None] + sub[None, :]).reshape(-1)
+    hit = _inside(event.shape, xs[None, :] - cx, ys[:, None] - cy, r)
+    alpha = hit.reshape(y1 - y0, _SUPERSAMPLE, x1 - x0, _SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32)
+    return (slice(y0, y1), slice(x0, x1)), alpha
+
+
+class _Scene:
+    """Everything about a spec that does not depend on time: texture, blob sprites, event masks."""
+
+    def __init__(self, spec: VideoSpec):
+        self.spec = spec
+        self.texture = _texture(spec)
+        self.blobs = [_blob(d.radius * min(spec.width, spec.height)) for d in spec.distractors]
+        self.events = [_event_alpha(event, spec) for event in spec.events]
+
+    def background(self, times: np.ndarray, out: np.ndarray) -> None:
+        """Write the drifting texture and the blobs at ``times`` (T,) into ``out`` uint8 (T, H, W, 3)."""
+        spec = self.spec
+        height, width = spec.height, spec.width
+        dx = np.floor(spec.drift[0] * times).astype(np.int64) % (2 * width)
+        dy = np.floor(spec.drift[1] * times).astype(np.int64) % (2 * height)
+        centres = [
+            (np.rint((d.x + d.amp_x * np.sin(2 * math.pi * times / d.period_x + d.phase_x)) * width).astype(int),
+             np.rint((d.y + d.amp_y * np.sin(2 * math.pi * times / d.period_y + d.phase_y)) * height).astype(int))
+            for d in spec.distractors
+        ]
+        for i in range(len(times)):
+            frame = out[i]
+            frame[:] = self.texture[dy[i] : dy[i] + height, dx[i] : dx[i] + width]
+            for (xs, ys), alpha, d in zip(centres, self.blobs, spec.distractors):
+                half = alpha.shape[0] // 2
+                box = frame[ys[i] - half : ys[i] + half + 1, xs[i] - half : xs[i] + half + 1]
+                box[:] = (box + alpha[..., None] * (d.grey - box.astype(np.float32))).round().astype(np.uint8)
+
+    def events_over(self, times: np.ndarray, out: np.ndarray) -> None:
+        """Blend each event into the frames of ``out`` whose time lies in ``[start, end)``."""
+        for event, ((rows, cols), alpha) in zip(self.spec.events, self.events):
+            shown = np.flatnonzero((times >= event.start) & (times < event.end))
+            if len(shown) == 0:
+                continue
+            box = out[shown, rows, cols].astype(np.float32)  # (n, h, w, 3)
+            color = np.array(COLORS[event.color], dtype=np.float32)
+            out[shown, rows, cols] = (box + alpha[..., None] * (color - box)).round().astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _scene(spec: VideoSpec) -> _Scene:
+    return _Scene(spec)
+
+
+def render_frames(spec: VideoSpec, times, blank: bool = False) -> np.ndarray:
+    """Frames of ``spec`` at ``times``, bit-exact for the same spec and times.
+
+    Parameters
+    ----------
+    spec : VideoSpec
+    times : array_like
+        float (T,) timestamps in seconds, ``0 <= t <= spec.seconds``, any order. An event shows at ``t`` when
+        ``start <= t < end``.
+    blank : bool
+        Leave out the events: background and distractors only.
+
+    Returns
+    -------
+    np.ndarray
+        uint8 (T, H, W, 3), RGB.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if times.ndim != 1:
+        raise ValueError(f"times must be 1-D (T,), got shape {times.shape}. Pass e.g. np.arange(0, seconds, 1.0).")
+    if len(times) and not (np.isfinite(times).all() and times.min() >= 0 and times.max() <= spec.seconds):
+        raise ValueError(
+            f"times must lie in [0, {spec.seconds:g}] s (the video's length), got min={times.min()!r}, "
+            f"max={times.max()!r}. Clip them, or make the spec longer."
+        )
+    scene = _scene(spec)
+    out = np.empty((len(times), spec.height, spec.width, 3), dtype=np.uint8)
+    scene.background(times, out)
+    if not blank:
+        scene.events_over(times, out)
+    return out
