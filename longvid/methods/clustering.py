@@ -23,11 +23,12 @@ def dpc_knn(
     Distances are ``cdist(x, x) / sqrt(C)``. The density of a point is ``exp(-mean d^2)`` over its ``k`` nearest
     neighbours, the point itself included (distance 0), plus uniform noise in ``[0, 1e-6)`` from ``generator``
     (in float64, so the noise does break ties; an exact tie goes to the lower index). ``delta`` is the distance
-    to the nearest denser point (the largest distance in the set for the densest point). The centres are the ``n_clusters`` points with the highest ``density * delta``; every point joins
-    its nearest centre and every centre its own cluster.
+    to the nearest denser point (the largest distance in the set for the densest point). The centres are the
+    ``n_clusters`` points with the highest ``density * delta``; every point joins its nearest centre and every
+    centre its own cluster.
 
-    Based on: https://arxiv.org/abs/2412.16117 (PruneVid, section 3) and its DPC-kNN source, TCFormer
-    (https://arxiv.org/abs/2204.08680).
+    Based on: https://arxiv.org/abs/2412.16117 (PruneVid's token and segment clustering), which uses density peaks
+    (Rodriguez and Laio, Science 2014) with a kNN density (DPC-kNN, Du et al. 2016).
 
     Parameters
     ----------
@@ -68,7 +69,7 @@ def dpc_knn(
     # float64: in float32 a density near 1 has a spacing of 6e-8, which rounds the 1e-6 noise back into ties
     noise = torch.rand(*batch, m, generator=generator, dtype=torch.float64).to(x.device)
     density = torch.exp(-(knn.double() ** 2).mean(-1)) + noise * DENSITY_NOISE  # (..., M)
-    rank = density.argsort(-1, descending=True, stable=True).argsort(-1)  # a total order: lower index wins ties
+    rank = density.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)  # total order, low index wins ties
     denser = rank.unsqueeze(-2) < rank.unsqueeze(-1)  # [i, j]: j is denser than i
     dist_max = dist.flatten(-2).amax(-1)[..., None, None]
     delta = torch.where(denser, dist, dist_max).amin(-1)  # the densest point has no denser one: dist_max

@@ -17,13 +17,18 @@ from longvid.methods.base import TokenReducer
 from longvid.methods.clustering import cluster_means, dpc_knn, refine_clusters, segments
 from longvid.tokens import VisualTokens
 
+# Steps whose dynamic sets are clustered in one batched call: 8 keeps the temporaries under glibc's 32 MiB mmap
+# threshold at D=3584 and 256 tokens a step, so they are reused instead of page-faulted in afresh, and bounds the
+# working memory by 8 steps whatever the segment length (results/prunevid_merge_cost.md).
+STEPS_PER_BATCH = 8
+
 
 def slot_similarity(x: torch.Tensor) -> torch.Tensor:
     """Mean pairwise cosine of each spatial slot over the steps of a segment (ordered pairs ``w != t``).
 
     Uses ``sum_{w != t} cos(x_w, x_t) = |sum_w u_w|^2 - sum_w |u_w|^2`` with ``u = x / |x|``, where
-    ``|u_w|^2`` is 1, or 0 for a zero vector (cosine 0 with everything, as in ``F.cosine_similarity``): one pass
-    over the segment, no (W, W) matrix per slot.
+    ``|u_w|^2`` is 1, or 0 for a zero vector (cosine 0 with everything, as in ``F.cosine_similarity``): two passes
+    over the segment, no (W, W) matrix per slot and no normalised copy.
 
     Parameters
     ----------
@@ -38,9 +43,10 @@ def slot_similarity(x: torch.Tensor) -> torch.Tensor:
     w = x.shape[0]
     if w < 2:
         raise ValueError(f"slot similarity needs at least 2 steps, got {w}; a 1-step segment has no pairs")
-    norm = torch.linalg.vector_norm(x.float(), dim=-1, keepdim=True)  # (W, P, 1)
-    u_sum = (x / norm.clamp_min(1e-12)).sum(0)  # (P, D)
-    pair_sum = u_sum.square().sum(-1) - (norm > 0).sum((0, 2))  # (P,)
+    x = x.float()
+    norm = torch.linalg.vector_norm(x, dim=-1)  # (W, P)
+    u_sum = torch.einsum("wpd,wp->pd", x, 1.0 / norm.clamp_min(1e-12))  # (P, D)
+    pair_sum = u_sum.square().sum(-1) - (norm > 0).sum(0)  # (P,)
     return pair_sum / (w * (w - 1))
 
 
@@ -131,19 +137,22 @@ class PruneVidMerge(TokenReducer):
     def _segment(self, x: torch.Tensor, merged: torch.Tensor, start: int, end: int, generator: torch.Generator):
         """Static set then each step's dynamic set of steps ``start:end`` of x (T, P, D); merged is (T, P)."""
         seg, p = x[start:end], x.shape[1]
-        static = slot_similarity(seg) > self.tau if end - start > 1 else torch.zeros(p, dtype=torch.bool)
-        static = static.to(x.device)
-        slots = torch.arange(p, device=x.device)
+        if end - start > 1:
+            static = slot_similarity(seg) > self.tau
+        else:
+            static = torch.zeros(p, dtype=torch.bool, device=x.device)
+        slots, dynamic = torch.arange(p, device=x.device), ~static
         parts = []
         if static.any():
             e, index, count = self._merge(seg[:, static].mean(0, keepdim=True), merged[start:end, static].sum(0)[None],
                                           start * p + slots[static][None], generator)
             parts.append((e[0], index[0], count[0]))
-        if not static.all():
-            steps = torch.arange(start, end, device=x.device).unsqueeze(-1)
-            dyn = seg if not static.any() else seg[:, ~static]  # no copy in the common all-dynamic case
-            dynamic = self._merge(dyn, merged[start:end, ~static], steps * p + slots[~static], generator)
-            parts += list(zip(*dynamic))
+        if dynamic.any():
+            for first in range(start, end, STEPS_PER_BATCH):
+                last = min(first + STEPS_PER_BATCH, end)
+                e = x[first:last] if dynamic.all() else x[first:last, dynamic]  # no copy when all are dynamic
+                index = torch.arange(first, last, device=x.device).unsqueeze(-1) * p + slots[dynamic]
+                parts += zip(*self._merge(e, merged[first:last, dynamic], index, generator))
         return parts
 
     def _merge(self, e: torch.Tensor, merged: torch.Tensor, index: torch.Tensor, generator: torch.Generator):
@@ -153,9 +162,9 @@ class PruneVidMerge(TokenReducer):
         Returns embeds (B, n', D), index (B, n') of each cluster's centre token, merged (B, n').
         """
         n = e.shape[1]
-        if n <= self.min_cluster_tokens or int(n * self.cluster_ratio) < 1:
-            return e, index, merged
         n_clusters = int(n * self.cluster_ratio)
+        if n <= self.min_cluster_tokens or n_clusters < 1:
+            return e, index, merged
         labels, centres = dpc_knn(e, n_clusters, self.k, generator)
         counts = torch.zeros(len(e), n_clusters, dtype=merged.dtype, device=merged.device)
         return cluster_means(e, labels, n_clusters), index.gather(1, centres), counts.scatter_add_(1, labels, merged)
