@@ -137,3 +137,18 @@ def test_realised_retention_per_chunk(lms, long_frames):
 def test_retake_marks_pivots_and_compresses(lm, long_frames):
     s = lm.ask(long_frames, "q?", method="retake", keep=0.5, max_new_tokens=1).stats
     assert abs(s.retention - 0.5) <= 1 / s.visual_tokens
+
+
+def test_no_scoring_when_the_prompt_fits(lm, frames):
+    """At ratio 1 PivotKV evicts nothing, so the session does not pay for its attention scores."""
+    calls = []
+
+    class Counting(PivotKV):
+        def observe(self, *args):
+            calls.append(1)
+            return super().observe(*args)
+
+    lm.ask(frames, "q?", method=Method("pivotkv", press=Counting()), max_new_tokens=1)
+    assert calls == []
+    lm.ask(frames, "q?", method=Method("pivotkv", press=Counting(keep=0.5)), max_new_tokens=1)
+    assert calls

@@ -164,7 +164,8 @@ class VideoSession:
             n_visual = end - max(start, n_text)
             chunk_pos = positions[..., start:end].clone()
             chunk_pos[0, :, end - start - max(0, n_visual):] += self.time_shift
-            with observing(lm, press, max(0, n_visual)):
+            watch = press if press is not None and press.will_compress(self.total_tokens) else None
+            with observing(lm, watch, max(0, n_visual)):
                 forward(lm, embeds[:, start:end], chunk_pos, self.cache)
             self.visual_seen += max(0, n_visual)
             if press is not None and n_visual > 0:

@@ -215,6 +215,10 @@ class KVPress(Stage, Budget):
     observes = False
     text_shift_rows: ClassVar[tuple[int, ...]] = (0, 1, 2)
 
+    def will_compress(self, total_tokens: int) -> bool:
+        """Whether this press may evict anything for a prompt of ``total_tokens``; if not, nothing is observed."""
+        return True
+
     def observe(self, layer_idx: int, attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings,
                 n_visual: int) -> None:
         """If ``observes``: each layer's attention input ``hidden`` (1, n_new, D); its last ``n_visual`` are visual."""

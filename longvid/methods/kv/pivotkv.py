@@ -57,6 +57,9 @@ class PivotKV(KVPress):
         limit = self.budget if self.budget is not None else self.max_input_length
         return min(1.0, limit / max(1, total_tokens))
 
+    def will_compress(self, total_tokens: int) -> bool:
+        return self.ratio(total_tokens) < 1  # at ratio 1 the scores would be computed for nothing
+
     def observe(self, layer_idx, attn, hidden, position_embeddings, n_visual) -> None:
         if n_visual == 0:
             return
