@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import torch
+from noise import small_op_ms  # benchmarks/ is on sys.path when run as a script
 import transformers
 
 import longvid
@@ -184,16 +185,6 @@ def ratios(series: dict) -> dict:
     return out
 
 
-def small_op_ms(calls: int = 50) -> float:
-    """Median ms of a (38, 256) x (256, 512) matmul: ~0.1 ms when idle; several ms when other processes keep torch's
-    thread pool waiting for a descheduled thread (every parallel op then pays it, whoever issues more ops pays more)."""
-    x, w = torch.randn(38, 256), torch.randn(512, 256)
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        torch.nn.functional.linear(x, w)
-        times.append(time.perf_counter() - t0)
-    return round(statistics.median(times) * 1e3, 3)
 
 
 def print_table(series: dict, stage_medians: dict, ratio: dict, check: dict) -> None:

@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from noise import small_op_ms  # benchmarks/ is on sys.path when run as a script
 import transformers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,16 +85,6 @@ PIVOT_CHUNK_STEPS = 16  # PivotKV's chunk: 16 temporal steps = 4096 tokens
 
 # ----- shared helpers -------------------------------------------------------------------------------------------
 
-def small_op_ms(calls: int = 50) -> float:
-    """Median ms of a (38, 256) x (256, 512) matmul: ~0.05 ms when idle; several ms when other processes keep torch's
-    thread pool waiting for a descheduled thread."""
-    x, w = torch.randn(38, 256), torch.randn(512, 256)
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        torch.nn.functional.linear(x, w)
-        times.append(time.perf_counter() - t0)
-    return round(statistics.median(times) * 1e3, 3)
 
 
 def matmul_gflops(n: int = 2048, calls: int = 5) -> float:
