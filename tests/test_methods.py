@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import longvid
 from reference import prompt_inputs
 from longvid.engine.cache import new_cache
 from longvid.engine.forward import causal_mask, forward
