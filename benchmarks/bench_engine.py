@@ -37,14 +37,13 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from noise import small_op_ms  # benchmarks/ is on sys.path when run as a script
+from common import git_state, small_op_ms  # benchmarks/ is on sys.path when run as a script
 import transformers
 
 import longvid
@@ -205,17 +204,6 @@ def print_table(series: dict, stage_medians: dict, ratio: dict, check: dict) -> 
           f"max |logit diff| {check['max_abs_logit_diff']:.2e}; LLM tokens {check['llm_tokens']}, visual tokens "
           f"{check['visual_tokens']}")
 
-
-def git_state() -> dict:
-    """Commit of the library being measured, and whether the tree had uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "longvid"], cwd=root, capture_output=True,
-                               text=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as err:
-        return {"commit": None, "error": str(err)}
-    return {"commit": head.stdout.strip(), "longvid_dirty": bool(dirty.stdout.strip())}
 
 
 def main(threads: int = 2, runs: int = 9) -> dict:

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from noise import small_op_ms  # benchmarks/ is on sys.path when run as a script
+from common import git_state, small_op_ms  # benchmarks/ is on sys.path when run as a script
 import transformers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,16 +132,6 @@ def peak_rss_bytes() -> int:
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
 
-
-def git_state() -> dict:
-    """Commit of the library being measured, and whether longvid/ had uncommitted changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "longvid"], cwd=ROOT, capture_output=True,
-                               text=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as err:
-        return {"commit": None, "error": str(err)}
-    return {"commit": head.stdout.strip(), "longvid_dirty": [line[3:] for line in dirty.stdout.splitlines()]}
 
 
 def versions() -> dict:
