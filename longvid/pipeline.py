@@ -71,8 +71,8 @@ class LongVid:
             progress("decode", 1, 1)
         adapter = self.adapter
         prefix_ids, tail_template = adapter.prompt_parts(system)
-        query_embeds = None
-        if question is not None:
+        query_embeds = None  # only query-aware reducers read the question's embeddings
+        if question is not None and any(r.query_aware for r in method.token_reducers):
             tail = adapter.tail_ids(tail_template, question)
             query_embeds = adapter.lm.embed_tokens(torch.tensor(tail, device=adapter.device))
         enc = encode_frames(adapter, frames, method, start=len(prefix_ids), query_embeds=query_embeds,
