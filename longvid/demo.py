@@ -1,9 +1,11 @@
-"""``longvid demo``: the whole pipeline on a generated video with a tiny model built into the package.
+"""``longvid demo``: the whole pipeline on a generated video with ``longvid-tiny``, the model bundled in the package.
 
-The model is the real Qwen2-VL class at a tiny size with RANDOM weights (no trained tiny model exists yet), so its
-answers are meaningless; the demo shows the pipeline end to end and what each method keeps and costs.
+longvid-tiny is a Qwen2-VL (transformers' own class, 1.1 M parameters) trained from scratch on the synthetic suite
+(`longvid.synth`), so its answers mean something: the demo writes a fresh evaluation video (seeds never used in
+training), asks its questions with ``full`` and with reduction methods, prints each answer beside the truth with
+retention and timings, and draws which visual tokens each method kept (``keep_map.png``).
 
-    longvid demo --seconds 20
+    longvid demo --seconds 60 --seed 3
 """
 
 from __future__ import annotations
@@ -11,58 +13,108 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
-QUESTIONS = ("What colour is the moving square?", "Where is the square at the end?")
-METHODS = (("full", None), ("uniform", 0.25), ("random", 0.25), ("evs", 0.25), ("knorm", 0.25))
+METHODS = (("full", None), ("evs", 0.25), ("dpselect", 0.25), ("random", 0.25), ("uniform", 0.25))
+"""Token-level methods only: their kept tokens can be drawn per frame (a KV press keeps different ones per head)."""
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LONGVID_CACHE_DIR", Path.home() / ".cache" / "longvid"))
 
 
-def demo_model() -> Path:
-    """The tiny random-weight checkpoint, written once under the cache dir (deterministic: seed 0)."""
-    from longvid.tiny import save_tiny_model
+def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, model: str | None = None,
+             console=None, progress=None) -> Path:
+    """Write a synthetic video, answer its questions with every method of METHODS, print a table, draw a keep map.
 
-    path = cache_dir() / "tiny-random-qwen2vl"
-    if not (path / "model.safetensors").is_file():
-        save_tiny_model(path, "qwen2_vl", seed=0, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2)
-    return path
-
-
-def run_demo(seconds: float = 20.0, out_dir: str | None = None, console=None, progress=None):
-    """Generate a video, answer QUESTIONS with each of METHODS, and print answers, retention and timings.
-
-    ``progress`` is an optional ``(stage, done, total)`` callback.
+    Returns the folder holding ``demo.mp4`` and ``keep_map.png``. ``progress`` is an optional
+    ``(stage, done, total)`` callback.
     """
     from rich.console import Console
 
-    console = console or Console()
     import longvid
-    from longvid.video import write_test_video
+    from longvid.pipeline import SamplingOptions
+    from longvid.synth import eval_seed, make_questions, make_video_spec, write_video
+    from longvid.synth.evaluate import parse_letter, tiny_model_path
 
-    if seconds <= 0:
-        raise ValueError(f"--seconds must be > 0, got {seconds}")
+    console = console or Console()
+    model = Path(model) if model else tiny_model_path()
+    spec = make_video_spec(eval_seed(seed), seconds=seconds)  # validates seconds and seed with clear errors
     folder = Path(out_dir) if out_dir else cache_dir() / "demo"
     folder.mkdir(parents=True, exist_ok=True)
-    video = write_test_video(folder / "demo.mp4", seconds=seconds, fps=8, width=224, height=168)
-    console.print(f"[bold]longvid demo[/bold]: {video} ({seconds:g} s), model {demo_model()}")
-    console.print("[yellow]The built-in tiny model has RANDOM weights: its answers are meaningless. The demo shows "
-                  "the pipeline and what each method keeps and costs.[/yellow]")
-    lm = longvid.load(demo_model(), min_pixels=112 * 112, max_pixels=224 * 168)
-    for i, q in enumerate(QUESTIONS, 1):
-        console.print(f"Q{i}: {q}")
-    table = Table("method", "keep", "retention", "kept/visual", "LLM tok", "KV KiB", "prefill s",
-                  *(f"Q{i} answer" for i in range(1, len(QUESTIONS) + 1)))
-    table.columns[0].no_wrap = True
+    video = write_video(spec, folder / "demo.mp4")
+    questions = make_questions(spec)
+    events = ", ".join(f"{e.name} ({e.quadrant}, {e.start:.0f}-{e.end:.0f} s)" for e in spec.events)
+    console.print(f"[bold]longvid demo[/bold]: {video} ({seconds:g} s, seed {spec.seed}): {events}")
+    console.print(f"model: {model}")
+    lm = longvid.load(model)
+    frames = lm.read(video, SamplingOptions(fps=1.0))
+    answers, kept = {}, {}
     for name, keep in METHODS:
-        session = lm.session(video, method=name, keep=keep, fps=2.0, chunk_size=256, progress=progress)
-        answers = [session.ask(q, max_new_tokens=8).to_dict() for q in QUESTIONS]
-        a = answers[0]
-        table.add_row(name, "-" if keep is None else f"{keep:g}", f"{a['retention']:.3f}",
-                      f"{a['kept_tokens']}/{a['visual_tokens']}", str(a["llm_tokens"]), f"{a['kv_bytes'] / 1024:.0f}",
-                      f"{a['seconds']['prefill']:.2f}", *(repr(x["answer"][:8]) for x in answers))
+        session = lm.session(frames, method=name, keep=keep, progress=progress)
+        answers[name] = [session.ask(q.text, max_new_tokens=2) for q in questions]
+        kept[name] = session.encoded.tokens
+    table = Table("kind", "question", "truth", *(name for name, _ in METHODS))
+    for i, q in enumerate(questions):
+        cells = []
+        for name, _ in METHODS:
+            letter = parse_letter(answers[name][i].text)
+            mark = "[green]ok[/green]" if letter == q.answer else "[red]x[/red]"
+            cells.append(f"{letter or '?'} {mark}")
+        table.add_row(q.kind, q.question, f"{q.answer}. {q.answer_text}", *cells)
     console.print(table)
-    console.print("Each method encodes the video once (a session) and answers both questions from a copy of its "
-                  "cache; `longvid methods` lists the methods.")
+    stats = Table("method", "keep", "retention", "kept/visual", "LLM tokens", "KV KiB", "TTFT ms", "correct")
+    for name, keep in METHODS:
+        a = answers[name][0].stats
+        sec = a.seconds
+        right = sum(parse_letter(x.text) == q.answer for x, q in zip(answers[name], questions))
+        stats.add_row(name, "-" if keep is None else f"{keep:g}", f"{a.retention:.3f}",
+                      f"{a.kept_tokens}/{a.visual_tokens}", str(a.llm_tokens), f"{a.kv_bytes / 1024:.0f}",
+                      f"{1000 * (sec['vision'] + sec['reduce'] + sec['prefill']):.1f}", f"{right}/{len(questions)}")
+    console.print(stats)
+    png = draw_keep_map(frames, kept, folder / "keep_map.png", lm.adapter.merge)
+    console.print(f"Which tokens each method kept, over the sampled frames: {png}")
+    console.print("Each method encodes the video once (a session) and answers every question from a copy of its "
+                  "cache. `longvid eval synth` measures accuracy over hundreds of such questions.")
+    return folder
+
+
+def draw_keep_map(frames, kept: dict, path: Path, merge: int = 2, thumb: int = 64) -> Path:
+    """PNG: one row per method, one column per temporal step (its first frame); dropped tokens are dimmed.
+
+    ``kept`` maps a method name to its `VisualTokens` after reduction; a token is placed by its timestamp (the
+    step it came from) and its merged-grid row and column.
+    """
+    from PIL import Image, ImageDraw
+
+    step_times = np.asarray(frames.timestamps)[::2]
+    images = frames.frames[::2]
+    names = list(kept)
+    label = 90
+    canvas = Image.new("RGB", (label + thumb * len(images), thumb * len(names) + 18), "white")
+    draw = ImageDraw.Draw(canvas)
+    for col, t in enumerate(step_times):
+        if col % 5 == 0:
+            draw.text((label + col * thumb + 2, thumb * len(names) + 4), f"{t:.0f}s", fill="black")
+    for row, name in enumerate(names):
+        tokens = kept[name]
+        rows, cols = int(tokens.thw[:, 1].max()) + 1 if len(tokens) else 1, int(tokens.thw[:, 2].max()) + 1 if len(
+            tokens) else 1
+        keep = np.zeros((len(images), rows, cols), dtype=bool)
+        steps = np.abs(np.asarray(tokens.time)[:, None] - step_times[None, :]).argmin(1)
+        keep[steps, tokens.thw[:, 1].numpy(), tokens.thw[:, 2].numpy()] = True
+        for col, image in enumerate(images):
+            tile = np.asarray(Image.fromarray(image).resize((thumb, thumb), Image.BILINEAR)).copy()
+            ys, xs = np.linspace(0, thumb, rows + 1).astype(int), np.linspace(0, thumb, cols + 1).astype(int)
+            for r in range(rows):
+                for c in range(cols):
+                    if not keep[col, r, c]:
+                        block = tile[ys[r]:ys[r + 1], xs[c]:xs[c + 1]]
+                        block[:] = (block * 0.25 + 40).astype(np.uint8)
+            canvas.paste(Image.fromarray(tile), (label + col * thumb, row * thumb))
+        draw.text((4, row * thumb + thumb // 2 - 6), name, fill="black")
+        kept_share = keep.mean()
+        draw.text((4, row * thumb + thumb // 2 + 6), f"{100 * kept_share:.0f}% kept", fill="grey")
+    canvas.save(path)
+    return Path(path)

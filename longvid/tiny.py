@@ -52,25 +52,32 @@ def build_tokenizer():
 
 
 def tiny_config(family: str = "qwen2_vl", *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                num_kv_heads: int = 2, vision_depth: int = 2, tokens_per_second: int = 2):
-    """A real Qwen2-VL or Qwen2.5-VL config at a tiny size (patch 14, merge 2, temporal patch 2, as the real ones)."""
+                num_kv_heads: int = 2, vision_depth: int = 2, tokens_per_second: int = 2, vocab_size: int = VOCAB_SIZE,
+                intermediate_size: int | None = None, vision_embed_dim: int = 32, mrope_section=None):
+    """A real Qwen2-VL or Qwen2.5-VL config at a tiny size (patch 14, merge 2, temporal patch 2, as the real ones).
+
+    ``mrope_section`` (t, h, w) must sum to ``head_dim / 2``; by default it splits like the real models (1:1.5:1.5).
+    """
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
     head_dim = hidden_size // num_heads
     half = head_dim // 2  # mrope_section must sum to head_dim / 2
-    section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    section = list(mrope_section or [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8])
+    if sum(section) != half:
+        raise ValueError(f"mrope_section={section} must sum to head_dim / 2 = {half}")
     text = dict(
-        vocab_size=VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size or 2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
         max_position_embeddings=32768, bos_token_id=PAD_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
         rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=section),
     )
     if family == "qwen2_vl":
-        vision = dict(depth=vision_depth, embed_dim=32, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
+        vision = dict(depth=vision_depth, embed_dim=vision_embed_dim, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
         return Qwen2VLConfig(text_config=text, vision_config=vision, **TOKEN_IDS)
     if family == "qwen2_5_vl":
-        vision = dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2,
+        vision = dict(depth=vision_depth, hidden_size=vision_embed_dim, intermediate_size=2 * vision_embed_dim,
+                      num_heads=2,
                       out_hidden_size=hidden_size, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
                       window_size=56, fullatt_block_indexes=[vision_depth - 1], tokens_per_second=tokens_per_second)
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **TOKEN_IDS)

@@ -55,3 +55,13 @@ def frames(video_path):
 def long_frames(video_path):
     """24 frames -> 12 temporal steps: a video longer (in steps) than it is wide, where layouts differ."""
     return read_video(video_path, num_frames=24)
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny(tmp_path_factory):
+    """An untrained longvid-tiny checkpoint (its architecture, tokenizer and pixels) written by the training code."""
+    from longvid.synth.train import train
+
+    path = tmp_path_factory.mktemp("tiny") / "untrained"
+    train(path, steps=2, videos_per_step=2, n_validation=2, validate_every=1000, log=lambda _: None)
+    return path

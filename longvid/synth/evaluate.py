@@ -1,0 +1,376 @@
+"""``longvid eval synth``: every method's accuracy and cost on the synthetic suite, through the whole pipeline.
+
+For each video length, the suite's mp4 files are written once to a cache (deterministic from the seed, so reused),
+then each video is decoded once at the sampling rate and every (method, keep) answers its questions: sessions for
+query-agnostic methods (one encode, many questions), one pass per question for query-aware ones. Results go to a
+new folder named from the settings (never overwritten)::
+
+    samples.jsonl               one row per (question, method, keep)
+    table.md                    accuracy +- SE clustered by video, retention, LLM tokens, TTFT, peak memory
+    accuracy_vs_retention.png   accuracy against realised retention, one line per method
+    config.json                 the settings, the command line, versions
+
+    longvid eval synth --methods full,uniform,evs --keep 0.5,0.25 --length 60 --n 100 --seed 0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from longvid.synth.questions import KINDS, LETTERS, make_questions
+from longvid.synth.seeds import EVAL_SEEDS, eval_seed
+from longvid.synth.spec import SECONDS_RANGE, make_video_spec
+from longvid.synth.suite import write_suite
+
+__all__ = ["tiny_model_path", "EvalSettings", "select_questions", "ensure_suite", "clustered_se", "parse_letter",
+           "run_eval", "summarize"]
+
+DEFAULT_FPS = 1.0
+
+
+def tiny_model_path() -> Path:
+    """The bundled ``longvid-tiny`` checkpoint (trained by ``python -m longvid.synth.train``)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "longvid-tiny"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LONGVID_CACHE_DIR", Path.home() / ".cache" / "longvid"))
+
+
+@dataclass
+class EvalSettings:
+    """What one evaluation runs. ``keeps`` apply to every method but ``full`` (always everything)."""
+
+    methods: list[str] = field(default_factory=lambda: ["full"])
+    keeps: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.1])
+    lengths: list[float] = field(default_factory=lambda: [60.0])
+    n: int = 100
+    seed: int = 0
+    fps: float = DEFAULT_FPS
+    model: str | None = None
+    blank: bool = False
+    out: str | None = None
+    overrides: dict = field(default_factory=dict)  # method -> stage settings, e.g. {"prunevid": {"layer": 2}}
+
+    def __post_init__(self):
+        from longvid.methods.registry import METHODS
+
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ValueError(f"--methods {','.join(self.methods)!r} has unknown methods {unknown}; pass a comma "
+                             f"list of: {', '.join(METHODS)}")
+        stray = [m for m in self.overrides if m not in self.methods]
+        if stray:
+            raise ValueError(f"--set names methods {stray} that are not in --methods {','.join(self.methods)}")
+        for k in self.keeps:
+            if not (isinstance(k, (int, float)) and 0 < k <= 1):
+                raise ValueError(f"--keep {k!r} is invalid: every keep ratio must be in (0, 1]. Pass e.g. 0.5,0.25")
+        lo, hi = SECONDS_RANGE
+        for length in self.lengths:
+            if not lo <= length <= hi:
+                raise ValueError(f"--length {length!r} is invalid: it must be in [{lo:g}, {hi:g}] seconds")
+        if not (isinstance(self.n, int) and self.n >= 1):
+            raise ValueError(f"--n {self.n!r} is invalid: it must be a positive number of questions per kind")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < len(EVAL_SEEDS) // 2):
+            raise ValueError(f"--seed {self.seed!r} is invalid: it must be an int in [0, {len(EVAL_SEEDS) // 2})")
+        if not self.fps > 0:
+            raise ValueError(f"--fps {self.fps!r} is invalid: it must be > 0")
+        for m in self.methods:  # unknown or bad settings fail now, not after the videos are written
+            self.method(m, None if not self.takes_keep(m) else self.keeps[0])
+
+    def method(self, name: str, keep: float | None):
+        from longvid.methods.registry import get_method
+
+        return get_method(name, keep=keep, **self.overrides.get(name, {}))
+
+    @staticmethod
+    def takes_keep(name: str) -> bool:
+        """False for methods whose retention is not set by a keep ratio (``full``, ``prunevid-merge``)."""
+        from longvid.methods.registry import get_method
+
+        try:
+            get_method(name, keep=0.5)
+        except ValueError:
+            return False
+        return True
+
+    def runs(self) -> list[tuple[str, float | None]]:
+        """(method, keep) pairs in order: each method at every keep, once for methods without a keep ratio."""
+        return [(m, k) for m in self.methods for k in (self.keeps if self.takes_keep(m) else [None])]
+
+    def folder_name(self) -> str:
+        model = Path(self.model).name if self.model else "longvid-tiny"
+        lengths = "-".join(f"{x:g}" for x in self.lengths)
+        methods = "-".join(self.methods) if len(self.methods) <= 4 else f"{len(self.methods)}methods"
+        keeps = "-".join(f"{k:g}" for k in self.keeps)
+        name = f"synth_{model}_{methods}_keep{keeps}_len{lengths}s_n{self.n}_seed{self.seed}_fps{self.fps:g}"
+        return re.sub(r"[^A-Za-z0-9._-]", "_", name + ("_blank" if self.blank else ""))
+
+
+# ----- the question set --------------------------------------------------------------------------------------------
+def select_questions(seconds: float, n: int, seed: int) -> tuple[int, list[dict]]:
+    """Walk eval seeds ``eval_seed(seed), eval_seed(seed) + 1, ...`` taking each video's questions of kinds that
+    still have fewer than ``n``; stop when every kind has ``n``. Returns (number of videos, selected rows)."""
+    counts, rows, i = dict.fromkeys(KINDS, 0), [], 0
+    while min(counts.values()) < n:
+        spec = make_video_spec(eval_seed(seed + i), seconds=seconds)
+        for q in make_questions(spec):
+            if counts[q.kind] < n:
+                counts[q.kind] += 1
+                rows.append(dict(video_id=spec.video_id, kind=q.kind, question=q.text, answer=q.answer,
+                                 options=list(q.options)))
+        i += 1
+    return i, rows
+
+
+def ensure_suite(seconds: float, n_videos: int, seed: int, blank: bool = False, log=None) -> Path:
+    """The suite's mp4 files for these settings, written once under the cache dir (`write_suite`) and reused."""
+    name = f"eval_seed{seed}_len{seconds:g}s_{n_videos}videos" + ("_blank" if blank else "")
+    path = cache_dir() / "synth" / name
+    if not (path / "suite.json").is_file():
+        if log is not None:
+            log(f"writing {n_videos} videos of {seconds:g} s to {path} (once; later runs reuse them)")
+        write_suite(path, split="eval", n_videos=n_videos, seconds=seconds, seed=eval_seed(seed), blank=blank)
+    return path
+
+
+# ----- statistics ---------------------------------------------------------------------------------------------------
+def clustered_se(correct, clusters) -> float:
+    """Standard error of the mean of ``correct`` with questions clustered by ``clusters`` (e.g. video ids).
+
+    ``sqrt(G / (G - 1) * sum_g (sum_{i in g} (x_i - mean))^2) / N`` over G clusters (the CR1 sandwich estimator);
+    questions about the same video are not independent, so this is wider than the binomial SE.
+    """
+    x = np.asarray(correct, dtype=np.float64)
+    if len(x) == 0:
+        return float("nan")
+    groups = defaultdict(float)
+    for value, cluster in zip(x - x.mean(), clusters):
+        groups[cluster] += value
+    g = len(groups)
+    if g < 2:
+        return float("nan")
+    return math.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x)
+
+
+def parse_letter(text: str) -> str | None:
+    """The answer letter: the first character of the reply when it is A-D (upper or lower case), else None."""
+    text = text.strip()
+    return text[0].upper() if text and text[0].upper() in LETTERS else None
+
+
+class PeakMemory:
+    """Peak extra memory of a block: CUDA allocator peak on a GPU, else resident-set peak sampled every ~1 ms."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self.peak = 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        self.base = self.peak_rss = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.001):
+            self.peak_rss = max(self.peak_rss, _rss())
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak_rss, _rss()) - self.base
+        return False
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the peak reads as 0
+        return 0
+
+
+# ----- running ------------------------------------------------------------------------------------------------------
+def _new_folder(parent: Path, name: str) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        path = parent / (name if i == 1 else f"{name}_{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"too many result folders named {name} in {parent}; pass another --out")
+
+
+def run_eval(settings: EvalSettings, *, lm=None, log=print, progress=None, command: str | None = None) -> Path:
+    """Run the evaluation and write its folder; returns the folder. ``progress(done, total)`` is optional."""
+    import longvid
+    from longvid.pipeline import SamplingOptions
+
+    model = settings.model or str(tiny_model_path())
+    lm = lm or longvid.load(model)
+    folder = _new_folder(Path(settings.out or "longvid-eval"), settings.folder_name())
+    runs = settings.runs()
+    plans = [(length, *select_questions(length, settings.n, settings.seed)) for length in settings.lengths]
+    total = sum(len(rows) for _, _, rows in plans) * len(runs)
+    config = dict(settings=asdict(settings), model=model, command=command or " ".join(sys.argv), started=time.strftime(
+        "%Y-%m-%d %H:%M:%S"), torch=torch.__version__, python=platform.python_version(), device=str(lm.adapter.device),
+        machine=platform.machine(), cpus=os.cpu_count())
+    (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    done = 0
+    with open(folder / "samples.jsonl", "w") as samples:
+        for length, n_videos, rows in plans:
+            suite = ensure_suite(length, n_videos, settings.seed, settings.blank, log)
+            by_video = defaultdict(list)
+            for row in rows:
+                by_video[row["video_id"]].append(row)
+            for video_id, questions in by_video.items():
+                path = suite / f"{video_id}.mp4"
+                frames = lm.read(str(path), SamplingOptions(fps=settings.fps))
+                for method, keep in runs:
+                    for row in _answer(lm, frames, settings.method(method, keep), questions):
+                        samples.write(json.dumps(dict(video=path.name, length=length, method=method, keep=keep,
+                                                      **row)) + "\n")
+                    done += len(questions)
+                    if progress is not None:
+                        progress(done, total)
+                samples.flush()
+    summarize(folder)
+    return folder
+
+
+def _answer(lm, frames, chosen, questions: list[dict]) -> list[dict]:
+    device = lm.adapter.device
+    out = []
+    if chosen.query_aware:
+        answers, peaks = [], []
+        for q in questions:
+            with PeakMemory(device) as mem:
+                answers.append(lm.ask(frames, q["question"], method=chosen, max_new_tokens=2))
+            peaks.append(mem.peak)
+    else:
+        with PeakMemory(device) as mem:
+            session = lm.session(frames, method=chosen)
+            answers = [session.ask(q["question"], max_new_tokens=2) for q in questions]
+        peaks = [mem.peak] * len(questions)
+    for q, a, peak in zip(questions, answers, peaks):
+        s = a.stats
+        letter = parse_letter(a.text)
+        sec = s.seconds
+        out.append(dict(kind=q["kind"], answer=letter, reply=a.text, truth=q["answer"], correct=letter == q["answer"],
+                        retention=s.retention, visual_tokens=s.visual_tokens, kept_tokens=s.kept_tokens,
+                        llm_tokens=s.llm_tokens, kv_bytes=s.kv_bytes, peak_bytes=int(peak),
+                        ttft=sec["vision"] + sec["reduce"] + sec["prefill"], seconds=sec))
+    return out
+
+
+# ----- summary ------------------------------------------------------------------------------------------------------
+def summarize(folder: str | Path) -> str:
+    """Write ``table.md`` and ``accuracy_vs_retention.png`` from ``samples.jsonl``; returns the markdown."""
+    folder = Path(folder)
+    rows = [json.loads(line) for line in open(folder / "samples.jsonl")]
+    config = json.loads((folder / "config.json").read_text())
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["length"], r["method"], r["keep"])].append(r)
+    summary = []
+    for (length, method, keep), rs in groups.items():
+        correct = [r["correct"] for r in rs]
+        by_kind = {k: [r["correct"] for r in rs if r["kind"] == k] for k in KINDS}
+        summary.append(dict(
+            length=length, method=method, keep=keep, n=len(rs), videos=len({r["video"] for r in rs}),
+            accuracy=float(np.mean(correct)), se=clustered_se(correct, [r["video"] for r in rs]),
+            kinds={k: float(np.mean(v)) for k, v in by_kind.items() if v},
+            retention=float(np.mean([r["retention"] for r in rs])),
+            llm_tokens=float(np.mean([r["llm_tokens"] for r in rs])),
+            ttft_ms=1000 * float(np.median([r["ttft"] for r in rs])),
+            peak_mib=float(np.median([r["peak_bytes"] for r in rs])) / 2**20,
+            kv_kib=float(np.mean([r["kv_bytes"] for r in rs])) / 1024,
+            unparsed=sum(r["answer"] is None for r in rs)))
+    s = config["settings"]
+    lines = [
+        f"# Synthetic suite: {Path(config['model']).name}, seed {s['seed']}, {s['n']} questions per kind per length, "
+        f"{s['fps']:g} fps{' (background-only videos)' if s['blank'] else ''}",
+        "",
+        f"Command: `{config['command']}`  ",
+        f"Device: {config['device']} ({config['machine']}, {config['cpus']} CPUs), torch {config['torch']}, "
+        f"{config['started']}.",
+        "",
+        "Accuracy in %, +- its standard error clustered by video; chance is 25 %. Retention: visual tokens (or, for KV "
+        "presses, visual KV entries per layer and head) the answer attends to, over the sampled frames' tokens. TTFT: "
+        "vision + reduction + prefill of video and question (median; video decoding excluded; a session's encode "
+        "counts for each of its questions). Peak: extra memory during the video's encode and answers (median; CPU: "
+        "resident set sampled every ms, coarse for a tiny model).",
+        "",
+        "| length s | method | keep | n | accuracy % | retention | LLM tokens | TTFT ms | peak MiB | KV KiB |"
+        + "".join(f" {k} % |" for k in KINDS),
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(KINDS),
+    ]
+    for r in summary:
+        keep = "-" if r["keep"] is None else f"{r['keep']:g}"
+        lines.append(
+            f"| {r['length']:g} | {r['method']} | {keep} | {r['n']} | {100 * r['accuracy']:.1f} +- {100 * r['se']:.1f} "
+            f"| {r['retention']:.3f} | {r['llm_tokens']:.0f} | {r['ttft_ms']:.1f} | {r['peak_mib']:.1f} "
+            f"| {r['kv_kib']:.0f} |" + "".join(f" {100 * r['kinds'][k]:.0f} |" if k in r["kinds"] else " - |"
+                                               for k in KINDS))
+    unparsed = sum(r["unparsed"] for r in summary)
+    if unparsed:
+        lines += ["", f"{unparsed} replies did not start with a letter A-D; they count as wrong."]
+    text = "\n".join(lines) + "\n"
+    (folder / "table.md").write_text(text)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _plot(summary, folder / "accuracy_vs_retention.png", config)
+    return text
+
+
+def _plot(summary: list[dict], path: Path, config: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = sorted({r["length"] for r in summary})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(5 * len(lengths), 4), squeeze=False, sharey=True)
+    for ax, length in zip(axes[0], lengths):
+        rows = [r for r in summary if r["length"] == length]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            pts = sorted((r["retention"], 100 * r["accuracy"], 100 * r["se"]) for r in rows if r["method"] == method)
+            x, y, e = zip(*pts)
+            style = dict(marker="*", markersize=12, linestyle="none") if method == "full" else dict(marker="o")
+            ax.errorbar(x, y, yerr=e, label=method, capsize=3, **style)
+        ax.axhline(25, color="grey", linestyle=":", linewidth=1, label="chance")
+        ax.set_xscale("log")
+        ax.set_xlabel("realised retention (log)")
+        ax.set_title(f"{length:g} s videos")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy % (+- clustered SE)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{Path(config['model']).name} on the synthetic suite (seed {config['settings']['seed']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,532 @@
+"""Train ``longvid-tiny``: a Qwen2-VL (transformers' own class) trained from scratch on the synthetic suite.
+
+Reproducible from a seed on a CPU; what ships in ``longvid/assets/longvid-tiny`` was made by::
+
+    python -m longvid.synth.train --out longvid/assets/longvid-tiny --seed 0
+
+Every training example goes through the same code as inference, so the model learns exactly what the pipeline
+shows it: frames are rendered in memory at the timestamps that ``read_video`` would decode from the suite's mp4
+(``plan_indices`` at `SAMPLE_FPS` over a `FILE_FPS` file), resized, normalised and patchified by the adapter,
+placed with the adapter's M-RoPE layout (text after the video at ``max + 1``) in the model's real chat template.
+The loss is cross-entropy on the answer letter and the ``<|im_end|>`` after it.
+
+Design choices (docs/architecture.md has the why):
+
+- 56 x 56 pixels per frame: 4 x 4 patches, merged 2 x 2, so each of the 4 visual tokens of a temporal step is
+  exactly one quadrant of the frame (a shape never leaves its quadrant). 4 tokens per 2 frames.
+- A byte-level BPE tokenizer over the suite's closed set of lines (`build_synth_tokenizer`, deterministic): each
+  question stem and each option line is one token; the special tokens and the chat template are Qwen2-VL's.
+- ``mrope_section = [8, 4, 4]``: half of the rotary frequencies for time (the tiny grid needs few spatial ones),
+  so temporal positions stay distinguishable over hundreds of steps.
+- Training seeds come from `TRAIN_SEEDS`; a validation slice of it (`VALIDATION_OFFSET`) is never trained on; the
+  evaluation seeds (`EVAL_SEEDS`) are never touched here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from longvid.synth.questions import KINDS, LETTERS, make_questions
+from longvid.synth.render import render_frames
+from longvid.synth.seeds import train_seed
+from longvid.synth.spec import COLORS, QUADRANTS, QUARTERS, SHAPES, make_video_spec
+from longvid.tiny import EOS_ID, SPECIAL_TOKENS, QWEN2_VL_CHAT_TEMPLATE, tiny_config
+
+__all__ = ["MODEL_CONFIG", "PIXELS", "SAMPLE_FPS", "FILE_FPS", "train_bpe", "build_synth_tokenizer",
+           "build_untrained_model", "sample_times", "Example", "make_examples", "answer_loss", "train", "main"]
+
+MODEL_CONFIG = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=384,
+                    vision_depth=2, vision_embed_dim=64, mrope_section=[8, 4, 4])
+PIXELS = 56 * 56
+SAMPLE_FPS = 1.0
+"""Frames per second the model was trained with (the pipeline's default sampling)."""
+FILE_FPS = 4
+"""Frame rate of the suite's mp4 files (`write_suite`'s default): sampling plans are made over such a file."""
+VALIDATION_OFFSET = 900_000_000
+"""Training-split seeds from here on are held out for validation during training (never trained on)."""
+
+
+# ----- tokenizer --------------------------------------------------------------------------------------------------
+def synth_lines() -> list[str]:
+    """Every line the model reads: each question stem, each option line "X. value", the instruction, chat words."""
+    names = [f"{c} {s}" for c in COLORS for s in SHAPES]
+    stems = ([f"What colour was the {s}?" for s in SHAPES] + [f"Which shape was {c}?" for c in COLORS]
+             + [f"In which part of the frame did the {n} appear?" for n in names]
+             + [f"In which quarter of the video did the {n} appear?" for n in names]
+             + ["How many coloured shapes appeared?", "Which coloured shape appeared first?"])
+    values = [*COLORS, *SHAPES, *QUADRANTS, *(f"{q} quarter" for q in QUARTERS), "1", "2", "3", "4", *names]
+    options = [f"{letter}. {value}" for letter in LETTERS for value in values]
+    return stems + options + ["Answer with the letter.", "You are a helpful assistant.", "system", "user",
+                              "assistant"]
+
+
+def _line_pre_tokenizer():
+    """Split at newlines only (then bytes -> GPT-2 symbols): a whole line can become one token."""
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex("\n"), behavior="isolated"),
+                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+
+
+def train_bpe(texts: list[str], max_merges: int = 5000) -> list[tuple[str, str]]:
+    """Byte-level BPE merges until every line of ``texts`` is one token; deterministic (ties: the larger pair)."""
+    pre = _line_pre_tokenizer()
+    words = Counter(piece for text in texts for piece, _ in pre.pre_tokenize_str(text))
+    pieces = {word: list(word) for word in words}
+    merges = []
+    for _ in range(max_merges):
+        pairs = Counter()
+        for word, count in words.items():
+            seq = pieces[word]
+            for pair in zip(seq, seq[1:]):
+                pairs[pair] += count
+        if not pairs:
+            return merges
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        merges.append(best)
+        for word, seq in pieces.items():
+            i, out = 0, []
+            while i < len(seq):
+                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == best:
+                    out.append(seq[i] + seq[i + 1])
+                    i += 2
+                else:
+                    out.append(seq[i])
+                    i += 1
+            pieces[word] = out
+    raise ValueError(f"BPE did not close the vocabulary within {max_merges} merges")
+
+
+def build_synth_tokenizer():
+    """longvid-tiny's tokenizer: every line of the suite's prompts is one token (its text vocabulary is closed).
+
+    Byte-level BPE over lines (`synth_lines`): 256 byte symbols, the 8 Qwen-VL special tokens at ids 256-263 (as
+    `longvid.tiny`), then the merges. Any other text still encodes, byte by byte. The chat template is Qwen2-VL's.
+    One token per line leaves the model's capacity to the video: which event the question names, and which option
+    holds the answer, are each one token to match.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    for token in SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    merges = train_bpe(synth_lines())
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = _line_pre_tokenizer()
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=list(SPECIAL_TOKENS[1:]))
+    tok.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    return tok
+
+
+def line_id(tokenizer, line: str) -> int:
+    """The single token of a suite line; raises if the tokenizer splits it."""
+    ids = tokenizer(line, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"{line!r} is {len(ids)} tokens for this tokenizer; longvid-tiny's lines are one token")
+    return ids[0]
+
+
+def build_untrained_model(tokenizer, seed: int = 0):
+    """The longvid-tiny architecture with fresh weights (float32), vocab sized to ``tokenizer``."""
+    from transformers import AutoModelForImageTextToText
+
+    vocab = -(-len(tokenizer) // 16) * 16
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(tiny_config("qwen2_vl", vocab_size=vocab, **MODEL_CONFIG),
+                                                    dtype=torch.float32)
+    model.generation_config.eos_token_id = EOS_ID
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def make_adapter(model, tokenizer):
+    from longvid.models.qwen2_vl import Qwen2VLAdapter
+
+    return Qwen2VLAdapter(model, tokenizer, min_pixels=PIXELS, max_pixels=PIXELS)
+
+
+# ----- examples ---------------------------------------------------------------------------------------------------
+def sample_times(seconds: float, fps: float = SAMPLE_FPS, file_fps: int = FILE_FPS) -> np.ndarray:
+    """Timestamps ``read_video(path, fps=fps)`` decodes from a suite mp4 of ``seconds`` written at ``file_fps``."""
+    from longvid.video import plan_indices
+    from longvid.video.decode import VideoInfo
+
+    n = int(seconds * file_fps)
+    info = VideoInfo("synth", n / file_fps, float(file_fps), n, 0, 0, "h264", 0.0, None)
+    return plan_indices(info, fps=fps) / file_fps
+
+
+class Example:
+    """One video's model inputs and its questions: pixels, M-RoPE layout, and per question ids and targets."""
+
+    def __init__(self, adapter, spec, questions, blank: bool = False):
+        times = sample_times(spec.seconds)
+        frames = render_frames(spec, times, blank=blank)
+        inputs = adapter.preprocess(frames, times)
+        prefix, template = adapter.prompt_parts()
+        self.pixel_values, self.grid_thw = inputs.pixel_values, inputs.grid_thw
+        self.visual_positions = adapter.visual_positions(len(prefix), inputs.grid_thw, inputs.seconds_per_step)
+        self.prefix = prefix
+        self.kinds = [q.kind for q in questions]
+        letter_ids = [adapter.tokenizer.convert_tokens_to_ids(letter) for letter in LETTERS]
+        self.tails = [adapter.tail_ids(template, q.text) + [letter_ids[q.answer_index], EOS_ID] for q in questions]
+        self.answers = [letter_ids[q.answer_index] for q in questions]
+        tok = adapter.tokenizer
+        self.option_ends = [[tail.index(line_id(tok, f"{letter}. {value}")) for letter, value in zip(LETTERS, q.options)]
+                            for q, tail in zip(questions, self.tails)]
+        self.correct = [q.answer_index for q in questions]
+        self.final_values = [value_targets(q.kind, q.answer_text) for q in questions]
+        # the question's stem (one token) names the event for four kinds: the first look-up
+        self.named_color = [_named_color(q) for q in questions]
+        self.name_at = [tail.index(line_id(tok, q.question)) if q.kind in ("color", "shape", "where", "when") else None
+                        for q, tail in zip(questions, self.tails)]
+        self.option_values = [[value_targets(q.kind, option) for option in q.options] for q in questions]
+        self.labels = token_labels(spec, times, inputs.grid_thw, blank)
+
+    @property
+    def num_visual(self) -> int:
+        return self.visual_positions.shape[1]
+
+
+def _named_color(q) -> int | None:
+    """Colour class (1-4) of the event a question names, or None (count, order name no event)."""
+    if q.kind == "color":
+        color = q.answer_text
+    elif q.kind == "shape":
+        color = q.question.rstrip("?").split()[-1]
+    elif q.kind in ("where", "when"):
+        color = q.question.split(" the ")[-1].split()[0]
+    else:
+        return None
+    return list(COLORS).index(color) + 1
+
+
+PROBE_HEADS = {"color": (0, 5), "shape": (5, 10), "quadrant": (10, 14), "quarter": (14, 18), "count": (18, 22),
+               "is_answer": (22, 23), "letter": (23, 27)}
+"""Slices of the auxiliary probe's 27 outputs (colour and shape have a class 0 = none, for visual tokens)."""
+
+
+def value_targets(kind: str, value: str) -> list[tuple[str, int]]:
+    """(probe head, class) pairs naming an answer value: "red" -> colour 1; "red circle" -> colour 1, shape 1."""
+    if kind == "color":
+        return [("color", list(COLORS).index(value) + 1)]
+    if kind == "shape":
+        return [("shape", SHAPES.index(value) + 1)]
+    if kind == "where":
+        return [("quadrant", QUADRANTS.index(value))]
+    if kind == "when":
+        return [("quarter", QUARTERS.index(value.split()[0]))]
+    if kind == "count":
+        return [("count", int(value) - 1)]
+    color, shape = value.split()
+    return [("color", list(COLORS).index(color) + 1), ("shape", SHAPES.index(shape) + 1)]
+
+
+def _probe_loss(out: torch.Tensor, targets: list[list[tuple[str, int]]]) -> torch.Tensor:
+    """Mean over heads of the cross-entropy of ``out`` (M, 27) rows against their (head, class) targets."""
+    by_head = {}
+    for row, pairs in enumerate(targets):
+        for head, cls in pairs:
+            by_head.setdefault(head, ([], []))
+            by_head[head][0].append(row)
+            by_head[head][1].append(cls)
+    losses = [F.cross_entropy(out[rows, slice(*PROBE_HEADS[head])], torch.tensor(classes))
+              for head, (rows, classes) in by_head.items()]
+    return torch.stack(losses).mean()
+
+
+def token_labels(spec, times, grid_thw, blank: bool = False) -> torch.Tensor:
+    """(N, 3) long: per visual token, the colour and the shape (1-4; 0 = none) of the event it shows, and its quadrant.
+
+    A token is one quadrant of one temporal step (56 x 56 frames, see the module docstring); it shows an event when
+    either frame of the step does, in the event's quadrant. Used only by the auxiliary training loss.
+    """
+    steps, gh, gw = grid_thw
+    if (gh // 2, gw // 2) != (2, 2):
+        raise ValueError(f"token labels assume a 2 x 2 merged grid (56 x 56 frames), got {gh // 2} x {gw // 2}")
+    labels = torch.zeros(steps, 4, 3, dtype=torch.long)
+    labels[:, :, 2] = torch.arange(4)  # every token's quadrant (its place in the 2 x 2 grid)
+    if blank:
+        return labels.reshape(-1, 3)
+    times = np.asarray(times, dtype=np.float64)
+    frame_steps = np.minimum(np.arange(len(times)) // 2, steps - 1)
+    for event in spec.events:
+        shown = np.unique(frame_steps[(times >= event.start) & (times < event.end)])
+        quadrant = QUADRANTS.index(event.quadrant)
+        labels[shown, quadrant, 0] = list(COLORS).index(event.color) + 1
+        labels[shown, quadrant, 1] = SHAPES.index(event.shape) + 1
+    return labels.reshape(-1, 3)
+
+
+def make_examples(adapter, seeds, lengths, blank: bool = False, kinds=KINDS) -> list[Example]:
+    return [Example(adapter, spec, make_questions(spec, kinds=kinds), blank)
+            for spec in (make_video_spec(s, seconds=float(n)) for s, n in zip(seeds, lengths))]
+
+
+def answer_logits(model, adapter, examples: list[Example], with_visual: bool = False):
+    """Logits (Q, 2, vocab) at the two answer positions (letter, then <|im_end|>) and their targets (Q, 2).
+
+    One packed sequence per video: prefix, video, then every question's tail, each tail seeing the prefix, the
+    video and itself only, at the positions it would have alone (all tails start at ``max(video) + 1``). This is
+    the same computation as one sequence per question, with the video's tokens processed once.
+    """
+    visual = model.model.visual
+    pixel_values = torch.cat([ex.pixel_values for ex in examples])
+    grid = torch.tensor([ex.grid_thw for ex in examples])
+    embeds = visual(pixel_values, grid_thw=grid).pooler_output.split([ex.num_visual for ex in examples])
+    lm = adapter.lm
+    seqs, positions, owners, answer_at, targets, option_at, text_at, name_at = [], [], [], [], [], [], [], []
+    attend = []  # (layer, row, query position, key positions) for the attention-guidance loss
+    for ex, video in zip(examples, embeds):
+        shared = len(ex.prefix) + ex.num_visual
+        start = ex.visual_positions.max() + 1
+        parts = [lm.embed_tokens(torch.tensor(ex.prefix)), video]
+        pos = [torch.arange(len(ex.prefix)).expand(3, -1), ex.visual_positions]
+        owner = [torch.zeros(shared, dtype=torch.long)]  # 0: shared by all questions; i + 1: question i's tail
+        offset = shared
+        for i, (tail, ends) in enumerate(zip(ex.tails, ex.option_ends)):
+            option_at.extend((len(seqs), offset + e) for e in ends)
+            if ex.name_at[i] is not None:
+                name_at.append((len(seqs), offset + ex.name_at[i]))
+                event = torch.nonzero(ex.labels[:, 0] == ex.named_color[i]).squeeze(1) + len(ex.prefix)
+                if len(event):  # layer 0, head 0: the stem looks at the named event's tokens
+                    attend.append((0, len(seqs), offset + ex.name_at[i], event))
+            # layer 2, head 0: the answer position looks at the correct option's token
+            attend.append((2, len(seqs), offset + len(tail) - 3, torch.tensor([offset + ends[ex.correct[i]]])))
+            text_at.extend((len(seqs), offset + j, tail[j + 1]) for j in range(len(tail) - 3))
+            parts.append(lm.embed_tokens(torch.tensor(tail)))
+            pos.append((start + torch.arange(len(tail))).expand(3, -1))
+            owner.append(torch.full((len(tail),), i + 1))
+            offset += len(tail)
+            answer_at.append((len(seqs), offset - 3))  # the position predicting the letter (then <|im_end|>)
+            targets.append(tail[-2:])
+        seqs.append(torch.cat(parts))
+        positions.append(torch.cat(pos, dim=1))
+        owners.append(torch.cat(owner))
+    length = max(len(s) for s in seqs)
+    hidden = torch.stack([F.pad(s, (0, 0, 0, length - len(s))) for s in seqs])
+    pos = torch.stack([F.pad(p, (0, length - p.shape[1])) for p in positions], dim=1)  # (3, B, L)
+    owner = torch.stack([F.pad(o, (0, length - len(o)), value=-1) for o in owners])  # -1: padding
+    same = (owner[:, :, None] == owner[:, None, :]) | (owner[:, None, :] == 0)  # own tail, or the shared part
+    mask = same & (owner[:, None, :] >= 0) & torch.ones(length, length, dtype=torch.bool).tril()
+    cos_sin = lm.rotary_emb(hidden, pos)
+    layer_inputs = []
+    for layer in lm.layers:
+        layer_inputs.append(hidden)
+        hidden = layer(hidden, attention_mask=mask[:, None], position_embeddings=cos_sin)
+    rows, at = torch.tensor(answer_at).T
+    at = at[:, None] + torch.tensor([0, 1])[None, :]
+    out = lm.norm(hidden[rows[:, None], at])
+    if with_visual:
+        rows, at = torch.tensor(option_at).T
+        text_rows, text_pos, text_targets = torch.tensor(text_at).T
+        text_logits = lm.logits(lm.norm(hidden[text_rows, text_pos]))
+        guide = _attention_guidance(lm, layer_inputs, cos_sin, mask, attend)
+        return (lm.logits(out), torch.tensor(targets), torch.cat(embeds), lm.norm(hidden[rows, at]),
+                F.cross_entropy(text_logits, text_targets), out[:, 0], lm.norm(hidden[tuple(torch.tensor(name_at).T)]),
+                guide)
+    return lm.logits(out), torch.tensor(targets)
+
+
+def _attention_guidance(lm, layer_inputs, cos_sin, mask, attend) -> torch.Tensor:
+    """Mean of ``-log(attention mass on the target keys)`` of head 0 of the given layer, over ``attend`` items."""
+    from longvid.methods.attention import project_qk
+
+    losses = []
+    for index in sorted({a[0] for a in attend}):
+        layer = lm.layers[index]
+        q, k = project_qk(layer.self_attn, layer.input_layernorm(layer_inputs[index]), cos_sin)
+        scores = (q[:, 0] @ k[:, 0].transpose(-1, -2)) * layer.self_attn.scaling  # (B, L, L), head 0
+        logp = scores.masked_fill(~mask, float("-inf")).log_softmax(-1)
+        for _, row, at, keys in (a for a in attend if a[0] == index):
+            losses.append(-torch.logsumexp(logp[row, at, keys], 0))
+    return torch.stack(losses).mean()
+
+
+def answer_loss(model, adapter, examples: list[Example], probe: torch.nn.Module | None = None,
+                aux_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy on the answer tokens, plus (with ``probe``) auxiliary losses that break the task into steps.
+
+    One linear ``probe`` (hidden -> 27, `PROBE_HEADS`) reads, in shared directions:
+
+    - each visual token: the colour and shape it shows (0 = none), a dense signal for the vision encoder;
+    - the last token of each option line: its value (e.g. quadrant 2), its letter, and whether it is the answer;
+    - the position that predicts the letter: the answer's value, in the same heads as the options.
+
+    The single answer letter alone is a weak signal for a model trained from scratch (a 4-way choice behind two
+    look-ups: find the event the question names, then the option with its value); trained on the letter alone
+    the model stayed at chance for 800 steps, as did a text-only control. The probe is not part of the saved
+    model. Also a next-token loss (weight 0.5) on the question's own tokens: naming "the square" after the video
+    teaches which shapes it showed.
+
+    With one token per line (`build_synth_tokenizer`), "the token naming the event" is the question's stem.
+    """
+    logits, targets, visual, options, text_loss, final, names, guide = answer_logits(model, adapter, examples,
+                                                                                      with_visual=True)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    if probe is None:
+        return loss, {}
+    parts_text = text_loss.detach()
+    loss = loss + 0.5 * text_loss
+    labels = torch.cat([ex.labels for ex in examples])
+    out = probe(visual)
+    parts = {"visual": F.cross_entropy(out[:, :5], labels[:, 0]) + F.cross_entropy(out[:, 5:10], labels[:, 1])
+             + F.cross_entropy(out[:, 10:14], labels[:, 2])}
+    option_out = probe(options)  # (Q * 4, 27), options of each question in order A-D
+    is_answer = torch.tensor([float(i == c) for ex in examples for c in ex.correct for i in range(4)])
+    parts["options"] = (F.binary_cross_entropy_with_logits(option_out[:, 22], is_answer)
+                        + F.cross_entropy(option_out[:, 23:27], torch.arange(len(option_out)) % 4)
+                        + _probe_loss(option_out, [v for ex in examples for q in ex.option_values for v in q]))
+    parts["final"] = _probe_loss(probe(final), [v for ex in examples for v in ex.final_values])
+    named = [v for ex in examples for v, at in zip(ex.final_values, ex.name_at) if at is not None]
+    parts["name"] = _probe_loss(probe(names), named)
+    parts["attention"] = guide
+    aux = sum(parts.values())
+    parts["text"] = parts_text
+    return loss + aux_weight * aux, {k: round(float(v.detach()), 3) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def accuracy_by_kind(model, adapter, examples: list[Example], batch: int = 16) -> dict[str, float]:
+    """Greedy accuracy of the first answer token, per kind and ``"all"``."""
+    hits = {kind: [] for kind in KINDS}
+    for i in range(0, len(examples), batch):
+        part = examples[i : i + batch]
+        logits, targets = answer_logits(model, adapter, part)
+        correct = (logits[:, 0].argmax(-1) == targets[:, 0]).tolist()
+        for kind, ok in zip((k for ex in part for k in ex.kinds), correct):
+            hits[kind].append(ok)
+    out = {kind: float(np.mean(v)) for kind, v in hits.items() if v}
+    out["all"] = float(np.mean([x for v in hits.values() for x in v]))
+    return out
+
+
+# ----- training ---------------------------------------------------------------------------------------------------
+def _lengths(gen: np.random.Generator, n: int, lengths: tuple[float, float]) -> np.ndarray:
+    return np.round(gen.uniform(*lengths, size=n))
+
+
+def save(model, tokenizer, out: Path, card: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    pre = dict(min_pixels=PIXELS, max_pixels=PIXELS, image_mean=[0.48145466, 0.4578275, 0.40821073],
+               image_std=[0.26862954, 0.26130258, 0.27577711], patch_size=14, merge_size=2, temporal_patch_size=2)
+    (out / "video_preprocessor_config.json").write_text(json.dumps(pre, indent=1) + "\n")
+    (out / "longvid.json").write_text(json.dumps(card, indent=1) + "\n")
+
+
+def train(out: str | Path, *, seed: int = 0, steps: int = 3000, videos_per_step: int = 8,
+          lengths: tuple[float, float] = (30.0, 90.0), lr: float = 2e-3, warmup: int = 100,
+          validate_every: int = 250, n_validation: int = 48, aux_weight: float = 1.0, kinds=KINDS,
+          stop_after: int | None = None, snapshots: bool = False, threads: int | None = None, log=print) -> dict:
+    """Train from scratch and save a loadable checkpoint to ``out``; returns the training card (also saved).
+
+    ``steps`` sets the learning-rate schedule; ``stop_after`` ends the run early at that step (the schedule is
+    unchanged, so a run stopped at step k equals the first k steps of the full one). ``snapshots`` saves a
+    checkpoint at every validation to ``<out>-snapshots/step<k>``, each with the command that reproduces it.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    tokenizer = build_synth_tokenizer()
+    model = build_untrained_model(tokenizer, seed).train()
+    adapter = make_adapter(model, tokenizer)
+    gen = np.random.default_rng([seed, 1])
+    val_seeds = [train_seed(VALIDATION_OFFSET + i) for i in range(n_validation)]
+    validation = make_examples(adapter, val_seeds, _lengths(np.random.default_rng([seed, 2]), n_validation, lengths),
+                               kinds=kinds)
+    probe = torch.nn.Linear(model.config.text_config.hidden_size, 27)
+    params = list(model.parameters()) + (list(probe.parameters()) if aux_weight else [])
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    history, t0, first = [], time.perf_counter(), seed * 10_000_000
+    step_lengths = [_lengths(gen, videos_per_step, lengths) for _ in range(steps)]
+
+    def batch(step: int) -> list[Example]:
+        seeds = [train_seed(first + step * videos_per_step + i) for i in range(videos_per_step)]
+        return make_examples(adapter, seeds, step_lengths[step], kinds=kinds)
+
+    # examples depend only on the step index, so rendering the next batch in a thread keeps runs reproducible
+    pool = ThreadPoolExecutor(1)
+    upcoming = pool.submit(batch, 0)
+    last = min(steps, stop_after or steps)
+
+    def card(step: int) -> dict:
+        return dict(name="longvid-tiny", seed=seed, steps=steps, stopped_after=step, videos_per_step=videos_per_step,
+                    lengths=list(lengths), lr=lr, warmup=warmup, aux_weight=aux_weight, kinds=list(kinds),
+                    sample_fps=SAMPLE_FPS, file_fps=FILE_FPS, pixels=PIXELS, config=MODEL_CONFIG,
+                    train_seeds=[train_seed(first), train_seed(first + step * videos_per_step - 1)],
+                    validation_seeds=[val_seeds[0], val_seeds[-1]], history=history,
+                    train_seconds=round(time.perf_counter() - t0, 1), torch=torch.__version__,
+                    command=f"python -m longvid.synth.train --out {out} --seed {seed} --steps {steps} "
+                            f"--stop-after {step} --videos-per-step {videos_per_step} --min-seconds {lengths[0]:g} "
+                            f"--max-seconds {lengths[1]:g} --lr {lr:g} --aux-weight {aux_weight:g} "
+                            f"--kinds {','.join(kinds)}")
+
+    for step in range(last):
+        examples = upcoming.result()
+        if step + 1 < last:
+            upcoming = pool.submit(batch, step + 1)
+        loss, aux = answer_loss(model, adapter, examples, probe if aux_weight else None, aux_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        schedule.step()
+        if (step + 1) % validate_every == 0 or step + 1 == steps:
+            model.eval()
+            acc = accuracy_by_kind(model, adapter, validation)
+            model.train()
+            history.append(dict(step=step + 1, loss=round(float(loss.detach()), 4), aux=aux, seconds=round(time.perf_counter() - t0, 1),
+                                **acc))
+            log(json.dumps(history[-1]))
+            if snapshots:
+                save(model, tokenizer, Path(f"{out}-snapshots") / f"step{step + 1}", card(step + 1))
+    pool.shutdown()
+    final = card(last)
+    save(model.eval(), tokenizer, out, final)
+    return final
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--videos-per-step", type=int, default=8)
+    p.add_argument("--min-seconds", type=float, default=30.0)
+    p.add_argument("--max-seconds", type=float, default=90.0)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--validate-every", type=int, default=250)
+    p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-token colour/shape loss")
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated question kinds to train on")
+    p.add_argument("--stop-after", type=int, default=None, help="end at this step (the schedule follows --steps)")
+    p.add_argument("--snapshots", action="store_true", help="save a checkpoint at every validation")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    train(a.out, seed=a.seed, steps=a.steps, videos_per_step=a.videos_per_step, lengths=(a.min_seconds, a.max_seconds),
+          lr=a.lr, validate_every=a.validate_every, aux_weight=a.aux_weight,
+          kinds=a.kinds.split(","), stop_after=a.stop_after, snapshots=a.snapshots, threads=a.threads)
+
+
+if __name__ == "__main__":
+    main()
