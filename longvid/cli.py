@@ -213,15 +213,18 @@ def info(
 @app.command()
 @user_errors
 def demo(
-    seconds: float = typer.Option(20.0, help="Length of the generated video."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Where to write the video (default: a cache dir)."),
+    seconds: float = typer.Option(60.0, help="Length of the generated video (12 to 3600 s)."),
+    seed: int = typer.Option(0, help="Which evaluation video to generate (seeds never used in training)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Where to write the video and keep_map.png "
+                                                              "(default: a cache dir)."),
+    model: Optional[str] = typer.Option(None, help="Checkpoint directory (default: the bundled longvid-tiny)."),
 ):
-    """Run the whole pipeline on a generated video with a model built into the package (no download)."""
+    """Answer questions about a generated video with longvid-tiny, the trained model inside the package."""
     from longvid.demo import run_demo
 
     quiet_transformers()
     with progress_bars() as bars:
-        run_demo(seconds=seconds, out_dir=out_dir, console=out, progress=RichProgress(bars))
+        run_demo(seconds=seconds, seed=seed, out_dir=out_dir, model=model, console=out, progress=RichProgress(bars))
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure methods' accuracy and cost on a benchmark.")

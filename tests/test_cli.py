@@ -87,10 +87,18 @@ def test_missing_video_is_one_clear_line(tiny_dirs, tmp_path):
     assert "not found" in r.stderr and "missing.mp4" in r.stderr
 
 
-def test_demo_runs_and_says_the_weights_are_random(tmp_path, monkeypatch):
+def test_demo_answers_with_the_trained_model_and_draws_the_keep_map(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONGVID_CACHE_DIR", str(tmp_path))
+    r = run("demo", "--seconds", 30, "--seed", 2, "--out", tmp_path / "demo")
+    assert r.exit_code == 0, r.output
+    assert "longvid-tiny" in r.stdout and "truth" in r.stdout
+    for name in ("full", "evs", "dpselect", "random", "uniform"):
+        assert name in r.stdout
+    png = tmp_path / "demo" / "keep_map.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_bad_length_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGVID_CACHE_DIR", str(tmp_path))
     r = run("demo", "--seconds", 3)
-    assert r.exit_code == 0, r.output
-    assert "RANDOM weights" in r.stdout and "meaningless" in r.stdout
-    for name in ("full", "uniform", "random", "evs", "knorm"):
-        assert name in r.stdout
+    assert r.exit_code == 2 and "seconds=3" in r.stderr and "[12, 3600]" in r.stderr

@@ -115,8 +115,8 @@ class EvalSettings:
         model = Path(self.model).name if self.model else "longvid-tiny"
         lengths = "-".join(f"{x:g}" for x in self.lengths)
         methods = "-".join(self.methods) if len(self.methods) <= 4 else f"{len(self.methods)}methods"
-        keeps = "-".join(f"{k:g}" for k in self.keeps)
-        name = f"synth_{model}_{methods}_keep{keeps}_len{lengths}s_n{self.n}_seed{self.seed}_fps{self.fps:g}"
+        keeps = "_keep" + "-".join(f"{k:g}" for k in self.keeps) if any(map(self.takes_keep, self.methods)) else ""
+        name = f"synth_{model}_{methods}{keeps}_len{lengths}s_n{self.n}_seed{self.seed}_fps{self.fps:g}"
         return re.sub(r"[^A-Za-z0-9._-]", "_", name + ("_blank" if self.blank else ""))
 
 

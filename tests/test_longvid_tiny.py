@@ -1,0 +1,109 @@
+"""The bundled longvid-tiny: a real Qwen2-VL that answers the synthetic suite, and the honesty checks around it.
+
+Every question goes through the whole pipeline from H.264 files (PyAV decode, resize, vision encoder, prefill,
+greedy decoding), on evaluation seeds never used in training. Results are deterministic, so thresholds are fixed
+margins below what the model scores, not statistical bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import longvid
+from longvid.methods.base import TokenReducer
+from longvid.methods.compose import Method
+from longvid.pipeline import SamplingOptions
+from longvid.synth import QUADRANTS, make_video_spec, split_of, write_suite
+from longvid.synth.evaluate import parse_letter, select_questions, tiny_model_path
+
+SEED = 900  # evaluation seeds eval_seed(900)..., away from the committed results (seed 0) and the demo
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return longvid.load(tiny_model_path())
+
+
+def suite_and_questions(tmp_path, seconds: float, n: int, blank: bool = False):
+    n_videos, rows = select_questions(seconds, n, SEED)
+    from longvid.synth import eval_seed
+
+    path = Path(write_suite(tmp_path / f"suite{seconds:g}{blank}", split="eval", n_videos=n_videos, seconds=seconds,
+                       seed=eval_seed(SEED), blank=blank))
+    return path, rows
+
+
+def answer_all(lm, path, rows, method="full", **kwargs) -> list[bool]:
+    by_video = {}
+    for row in rows:
+        by_video.setdefault(row["video_id"], []).append(row)
+    correct = []
+    for video_id, questions in by_video.items():
+        frames = lm.read(str(path / f"{video_id}.mp4"), SamplingOptions(fps=1.0))
+        m = method(video_id) if callable(method) else method
+        session = lm.session(frames, method=m, **kwargs)
+        correct += [parse_letter(session.ask(q["question"], max_new_tokens=2).text) == q["answer"] for q in questions]
+    return correct
+
+
+def test_bundled_checkpoint_is_a_small_real_qwen2_vl():
+    from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLForConditionalGeneration
+
+    path = tiny_model_path()
+    assert (path / "model.safetensors").stat().st_size <= 20 * 2**20
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    assert type(model) is Qwen2VLForConditionalGeneration
+    tok = AutoTokenizer.from_pretrained(path)
+    assert "<|vision_start|><|video_pad|><|vision_end|>" in tok.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}], tokenize=False)
+    card = json.loads((path / "longvid.json").read_text())
+    assert all(split_of(s) == "train" for s in card["train_seeds"] + card["validation_seeds"])
+
+
+def test_answers_held_out_questions_from_mp4_files(tiny, tmp_path):
+    path, rows = suite_and_questions(tmp_path, 60.0, 10)
+    correct = answer_all(tiny, path, rows)
+    assert len(correct) == 60
+    assert np.mean(correct) >= 0.75, np.mean(correct)  # a margin below what it scores; see results/synth
+
+
+def test_near_chance_without_the_events(tiny, tmp_path):
+    """Background-only videos (every event removed), same questions: the text alone must not give the answer."""
+    path, rows = suite_and_questions(tmp_path, 30.0, 50, blank=True)
+    accuracy = np.mean(answer_all(tiny, path, rows))
+    assert 0.18 <= accuracy <= 0.32, accuracy
+
+
+class DropEvents(TokenReducer):
+    """Drops every visual token whose step and quadrant show an event (known from the video's spec)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def reduce(self, tokens, query_embeds=None):
+        keep = torch.ones(len(tokens), dtype=torch.bool)
+        step_times = tokens.time.numpy()
+        for event in self.spec.events:
+            shown = (step_times + 1.0 >= event.start) & (step_times < event.end)  # either frame of the 2 s step
+            keep &= ~torch.as_tensor(shown & (tokens.thw[:, 1:].numpy() @ np.array([2, 1]) ==
+                                              QUADRANTS.index(event.quadrant)))
+        return tokens.select(torch.nonzero(keep).squeeze(1))
+
+
+def test_dropping_every_event_token_of_colour_questions_gives_chance(tiny, tmp_path):
+    path, rows = suite_and_questions(tmp_path, 30.0, 60)
+    rows = [r for r in rows if r["kind"] == "color"]
+    seeds = {r["video_id"]: int(r["video_id"].split("_")[1]) for r in rows}
+
+    def drop(video_id):
+        return Method("drop-events", token_reducers=[DropEvents(make_video_spec(seeds[video_id], seconds=30.0))])
+
+    full = np.mean(answer_all(tiny, path, rows))
+    dropped = np.mean(answer_all(tiny, path, rows, method=drop))
+    assert full >= 0.7, full  # longvid-tiny scores 0.78 here (it is weakest on colour after shape and when)
+    assert 0.13 <= dropped <= 0.37, dropped  # 60 questions: chance 25 % +- 2 binomial SE
