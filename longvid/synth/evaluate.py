@@ -355,7 +355,7 @@ def _plot(summary: list[dict], path: Path, config: dict) -> None:
     import matplotlib.pyplot as plt
 
     lengths = sorted({r["length"] for r in summary})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(5 * len(lengths), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(lengths), figsize=(4.5 * len(lengths) + 1.6, 4), squeeze=False, sharey=True)
     for ax, length in zip(axes[0], lengths):
         rows = [r for r in summary if r["length"] == length]
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -369,7 +369,7 @@ def _plot(summary: list[dict], path: Path, config: dict) -> None:
         ax.set_title(f"{length:g} s videos")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy % (+- clustered SE)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{Path(config['model']).name} on the synthetic suite (seed {config['settings']['seed']})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
