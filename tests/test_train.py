@@ -108,3 +108,16 @@ def test_train_seeds_only(untrained):
     card = json.loads((untrained[0] / "longvid.json").read_text())
     assert all(split_of(s) == "train" for s in card["train_seeds"] + card["validation_seeds"])
     assert set(KINDS) <= set(card["history"][-1])
+
+
+def test_training_continues_from_a_checkpoint(untrained_tiny, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    T.train(tmp_path / "more", seed=1, steps=1, videos_per_step=2, n_validation=2, validate_every=1000,
+            init_from=untrained_tiny, log=lambda _: None)
+    before, after = load_file(untrained_tiny / "model.safetensors"), load_file(tmp_path / "more" / "model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    card = json.loads((tmp_path / "more" / "longvid.json").read_text())
+    assert card["init_from"]["steps"] == 2 and f"--init-from {untrained_tiny}" in card["command"]

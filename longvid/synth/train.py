@@ -436,18 +436,32 @@ def save(model, tokenizer, out: Path, card: dict) -> None:
 def train(out: str | Path, *, seed: int = 0, steps: int = 3000, videos_per_step: int = 8,
           lengths: tuple[float, float] = (30.0, 90.0), lr: float = 2e-3, warmup: int = 100,
           validate_every: int = 250, n_validation: int = 48, aux_weight: float = 1.0, kinds=KINDS,
-          stop_after: int | None = None, snapshots: bool = False, threads: int | None = None, log=print) -> dict:
+          stop_after: int | None = None, snapshots: bool = False, init_from: str | Path | None = None,
+          threads: int | None = None, log=print) -> dict:
     """Train from scratch and save a loadable checkpoint to ``out``; returns the training card (also saved).
 
     ``steps`` sets the learning-rate schedule; ``stop_after`` ends the run early at that step (the schedule is
     unchanged, so a run stopped at step k equals the first k steps of the full one). ``snapshots`` saves a
     checkpoint at every validation to ``<out>-snapshots/step<k>``, each with the command that reproduces it.
+    ``init_from`` continues from a checkpoint's weights (e.g. the bundled model) instead of a fresh init; the card
+    then records that checkpoint's own card, so the chain of commands reproduces the result.
     """
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
     tokenizer = build_synth_tokenizer()
-    model = build_untrained_model(tokenizer, seed).train()
+    model = build_untrained_model(tokenizer, seed)
+    parent = None
+    if init_from is not None:
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(init_from, dtype=torch.float32)
+        if model.config.text_config.vocab_size != -(-len(tokenizer) // 16) * 16:
+            raise ValueError(f"{init_from} has vocab size {model.config.text_config.vocab_size}, not longvid-tiny's; "
+                             "pass a checkpoint written by this script")
+        card_path = Path(init_from) / "longvid.json"
+        parent = json.loads(card_path.read_text()) if card_path.is_file() else str(init_from)
+    model.train()
     adapter = make_adapter(model, tokenizer)
     gen = np.random.default_rng([seed, 1])
     val_seeds = [train_seed(VALIDATION_OFFSET + i) for i in range(n_validation)]
@@ -476,11 +490,11 @@ def train(out: str | Path, *, seed: int = 0, steps: int = 3000, videos_per_step:
                     sample_fps=SAMPLE_FPS, file_fps=FILE_FPS, pixels=PIXELS, config=MODEL_CONFIG,
                     train_seeds=[train_seed(first), train_seed(first + step * videos_per_step - 1)],
                     validation_seeds=[val_seeds[0], val_seeds[-1]], history=history,
-                    train_seconds=round(time.perf_counter() - t0, 1), torch=torch.__version__,
+                    train_seconds=round(time.perf_counter() - t0, 1), torch=torch.__version__, init_from=parent,
                     command=f"python -m longvid.synth.train --out {out} --seed {seed} --steps {steps} "
                             f"--stop-after {step} --videos-per-step {videos_per_step} --min-seconds {lengths[0]:g} "
                             f"--max-seconds {lengths[1]:g} --lr {lr:g} --aux-weight {aux_weight:g} "
-                            f"--kinds {','.join(kinds)}")
+                            f"--kinds {','.join(kinds)}" + (f" --init-from {init_from}" if init_from else ""))
 
     for step in range(last):
         examples = upcoming.result()
@@ -521,11 +535,14 @@ def main(argv=None) -> None:
     p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated question kinds to train on")
     p.add_argument("--stop-after", type=int, default=None, help="end at this step (the schedule follows --steps)")
     p.add_argument("--snapshots", action="store_true", help="save a checkpoint at every validation")
+    p.add_argument("--init-from", default=None, help="continue from this checkpoint's weights (pass another --seed "
+                   "to draw new training videos)")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     train(a.out, seed=a.seed, steps=a.steps, videos_per_step=a.videos_per_step, lengths=(a.min_seconds, a.max_seconds),
           lr=a.lr, validate_every=a.validate_every, aux_weight=a.aux_weight,
-          kinds=a.kinds.split(","), stop_after=a.stop_after, snapshots=a.snapshots, threads=a.threads)
+          kinds=a.kinds.split(","), stop_after=a.stop_after, snapshots=a.snapshots,
+          init_from=a.init_from, threads=a.threads)
 
 
 if __name__ == "__main__":
