@@ -10,7 +10,6 @@ retention and timings, and draws which visual tokens each method kept (``keep_ma
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,6 @@ from rich.table import Table
 
 METHODS = (("full", None), ("evs", 0.25), ("dpselect", 0.25), ("random", 0.25), ("uniform", 0.25))
 """Token-level methods only: their kept tokens can be drawn per frame (a KV press keeps different ones per head)."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LONGVID_CACHE_DIR", Path.home() / ".cache" / "longvid"))
 
 
 def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, model: str | None = None,
@@ -36,7 +31,7 @@ def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, m
     import longvid
     from longvid.pipeline import SamplingOptions
     from longvid.synth import eval_seed, make_questions, make_video_spec, write_video
-    from longvid.synth.evaluate import parse_letter, tiny_model_path
+    from longvid.synth.evaluate import cache_dir, parse_letter, tiny_model_path
 
     console = console or Console()
     model = Path(model) if model else tiny_model_path()

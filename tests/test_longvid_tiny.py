@@ -19,7 +19,8 @@ from longvid.methods.base import TokenReducer
 from longvid.methods.compose import Method
 from longvid.pipeline import SamplingOptions
 from longvid.synth import QUADRANTS, make_video_spec, split_of, write_suite
-from longvid.synth.evaluate import parse_letter, select_questions, tiny_model_path
+from longvid.methods.registry import get_method
+from longvid.synth.evaluate import answer_video, select_questions, tiny_model_path
 
 SEED = 900  # evaluation seeds eval_seed(900)..., away from the committed results (seed 0) and the demo
 
@@ -38,16 +39,16 @@ def suite_and_questions(tmp_path, seconds: float, n: int, blank: bool = False):
     return path, rows
 
 
-def answer_all(lm, path, rows, method="full", **kwargs) -> list[bool]:
+def answer_all(lm, path, rows, method="full") -> list[bool]:
+    """Whether each question is answered right, through `answer_video` (what ``longvid eval synth`` runs)."""
     by_video = {}
     for row in rows:
         by_video.setdefault(row["video_id"], []).append(row)
     correct = []
     for video_id, questions in by_video.items():
         frames = lm.read(str(path / f"{video_id}.mp4"), SamplingOptions(fps=1.0))
-        m = method(video_id) if callable(method) else method
-        session = lm.session(frames, method=m, **kwargs)
-        correct += [parse_letter(session.ask(q["question"], max_new_tokens=2).text) == q["answer"] for q in questions]
+        chosen = method(video_id) if callable(method) else get_method(method)
+        correct += [r["correct"] for r in answer_video(lm, frames, chosen, questions)]
     return correct
 
 

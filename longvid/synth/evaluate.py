@@ -36,7 +36,7 @@ from longvid.synth.spec import SECONDS_RANGE, make_video_spec
 from longvid.synth.suite import write_suite
 
 __all__ = ["tiny_model_path", "EvalSettings", "select_questions", "ensure_suite", "clustered_se", "parse_letter",
-           "run_eval", "summarize"]
+           "answer_video", "run_eval", "summarize"]
 
 DEFAULT_FPS = 1.0
 
@@ -253,7 +253,7 @@ def run_eval(settings: EvalSettings, *, lm=None, log=print, progress=None, comma
                 path = suite / f"{video_id}.mp4"
                 frames = lm.read(str(path), SamplingOptions(fps=settings.fps))
                 for method, keep in runs:
-                    for row in _answer(lm, frames, settings.method(method, keep), questions):
+                    for row in answer_video(lm, frames, settings.method(method, keep), questions):
                         samples.write(json.dumps(dict(video=path.name, length=length, method=method, keep=keep,
                                                       **row)) + "\n")
                     done += len(questions)
@@ -264,7 +264,8 @@ def run_eval(settings: EvalSettings, *, lm=None, log=print, progress=None, comma
     return folder
 
 
-def _answer(lm, frames, chosen, questions: list[dict]) -> list[dict]:
+def answer_video(lm, frames, chosen, questions: list[dict]) -> list[dict]:
+    """One row per question (suite rows with ``question``, ``answer``, ``kind``) for one video's frames and a Method."""
     device = lm.adapter.device
     out = []
     if chosen.query_aware:

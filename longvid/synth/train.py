@@ -143,13 +143,18 @@ def line_id(tokenizer, line: str) -> int:
     return ids[0]
 
 
+def vocab_size(tokenizer) -> int:
+    """The model's vocabulary: the tokenizer's, padded to a multiple of 16."""
+    return -(-len(tokenizer) // 16) * 16
+
+
 def build_untrained_model(tokenizer, seed: int = 0):
     """The longvid-tiny architecture with fresh weights (float32), vocab sized to ``tokenizer``."""
     from transformers import AutoModelForImageTextToText
 
-    vocab = -(-len(tokenizer) // 16) * 16
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(tiny_config("qwen2_vl", vocab_size=vocab, **MODEL_CONFIG),
+    model = AutoModelForImageTextToText.from_config(tiny_config("qwen2_vl", vocab_size=vocab_size(tokenizer),
+                                                                **MODEL_CONFIG),
                                                     dtype=torch.float32)
     model.generation_config.eos_token_id = EOS_ID
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -187,7 +192,6 @@ class Example:
         self.kinds = [q.kind for q in questions]
         letter_ids = [adapter.tokenizer.convert_tokens_to_ids(letter) for letter in LETTERS]
         self.tails = [adapter.tail_ids(template, q.text) + [letter_ids[q.answer_index], EOS_ID] for q in questions]
-        self.answers = [letter_ids[q.answer_index] for q in questions]
         tok = adapter.tokenizer
         self.option_ends = [[tail.index(line_id(tok, f"{letter}. {value}")) for letter, value in zip(LETTERS, q.options)]
                             for q, tail in zip(questions, self.tails)]
@@ -427,14 +431,16 @@ def save(model, tokenizer, out: Path, card: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    pre = dict(min_pixels=PIXELS, max_pixels=PIXELS, image_mean=[0.48145466, 0.4578275, 0.40821073],
-               image_std=[0.26862954, 0.26130258, 0.27577711], patch_size=14, merge_size=2, temporal_patch_size=2)
+    from longvid.models.qwen2_vl import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    pre = dict(min_pixels=PIXELS, max_pixels=PIXELS, image_mean=list(OPENAI_CLIP_MEAN),
+               image_std=list(OPENAI_CLIP_STD), patch_size=14, merge_size=2, temporal_patch_size=2)
     (out / "video_preprocessor_config.json").write_text(json.dumps(pre, indent=1) + "\n")
     (out / "longvid.json").write_text(json.dumps(card, indent=1) + "\n")
 
 
-def train(out: str | Path, *, seed: int = 0, steps: int = 3000, videos_per_step: int = 8,
-          lengths: tuple[float, float] = (30.0, 90.0), lr: float = 2e-3, warmup: int = 100,
+def train(out: str | Path, *, seed: int = 0, steps: int = 6000, videos_per_step: int = 8,
+          lengths: tuple[float, float] = (30.0, 60.0), lr: float = 2e-3, warmup: int = 100,
           validate_every: int = 250, n_validation: int = 48, aux_weight: float = 1.0, kinds=KINDS,
           stop_after: int | None = None, snapshots: bool = False, init_from: str | Path | None = None,
           threads: int | None = None, log=print) -> dict:
@@ -450,13 +456,14 @@ def train(out: str | Path, *, seed: int = 0, steps: int = 3000, videos_per_step:
         torch.set_num_threads(threads)
     out = Path(out)
     tokenizer = build_synth_tokenizer()
-    model = build_untrained_model(tokenizer, seed)
     parent = None
-    if init_from is not None:
+    if init_from is None:
+        model = build_untrained_model(tokenizer, seed)
+    else:
         from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_pretrained(init_from, dtype=torch.float32)
-        if model.config.text_config.vocab_size != -(-len(tokenizer) // 16) * 16:
+        if model.config.text_config.vocab_size != vocab_size(tokenizer):
             raise ValueError(f"{init_from} has vocab size {model.config.text_config.vocab_size}, not longvid-tiny's; "
                              "pass a checkpoint written by this script")
         card_path = Path(init_from) / "longvid.json"
@@ -510,8 +517,8 @@ def train(out: str | Path, *, seed: int = 0, steps: int = 3000, videos_per_step:
             model.eval()
             acc = accuracy_by_kind(model, adapter, validation)
             model.train()
-            history.append(dict(step=step + 1, loss=round(float(loss.detach()), 4), aux=aux, seconds=round(time.perf_counter() - t0, 1),
-                                **acc))
+            history.append(dict(step=step + 1, loss=round(float(loss.detach()), 4), aux=aux,
+                                seconds=round(time.perf_counter() - t0, 1), **acc))
             log(json.dumps(history[-1]))
             if snapshots:
                 save(model, tokenizer, Path(f"{out}-snapshots") / f"step{step + 1}", card(step + 1))
@@ -525,13 +532,13 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--videos-per-step", type=int, default=8)
     p.add_argument("--min-seconds", type=float, default=30.0)
-    p.add_argument("--max-seconds", type=float, default=90.0)
+    p.add_argument("--max-seconds", type=float, default=60.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--validate-every", type=int, default=250)
-    p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-token colour/shape loss")
+    p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary losses (0: answer only)")
     p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated question kinds to train on")
     p.add_argument("--stop-after", type=int, default=None, help="end at this step (the schedule follows --steps)")
     p.add_argument("--snapshots", action="store_true", help="save a checkpoint at every validation")
