@@ -62,8 +62,11 @@ def test_bundled_checkpoint_is_a_small_real_qwen2_vl():
     tok = AutoTokenizer.from_pretrained(path)
     assert "<|vision_start|><|video_pad|><|vision_end|>" in tok.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}], tokenize=False)
-    card = json.loads((path / "longvid.json").read_text())
-    assert all(split_of(s) == "train" for s in card["train_seeds"] + card["validation_seeds"])
+    card, runs = json.loads((path / "longvid.json").read_text()), 0
+    while isinstance(card, dict):  # the run that made it, then the checkpoint it continued from, and so on
+        assert all(split_of(s) == "train" for s in card["train_seeds"] + card["validation_seeds"]), card["command"]
+        card, runs = card["init_from"], runs + 1
+    assert card is None and runs >= 1  # the chain ends in a run from scratch
 
 
 def test_answers_held_out_questions_from_mp4_files(tiny, tmp_path):
