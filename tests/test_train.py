@@ -121,3 +121,27 @@ def test_training_continues_from_a_checkpoint(untrained_tiny, tmp_path):
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
     card = json.loads((tmp_path / "more" / "longvid.json").read_text())
     assert card["init_from"]["steps"] == 2 and f"--init-from {untrained_tiny}" in card["command"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=0), "steps=0"), (dict(videos_per_step=2.5), "videos_per_step=2.5"),
+    (dict(lengths=(60.0, 30.0)), "lengths="), (dict(lengths=(5.0, 30.0)), "lengths="),
+    (dict(lr=0.0), "lr=0.0"), (dict(event_weight=-1.0), "event_weight=-1.0"),
+    (dict(aux_weight=float("nan")), "aux_weight=nan"), (dict(kinds=["color", "colour"]), "colour"),
+])
+def test_bad_training_arguments_fail_before_writing(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        T.train(tmp_path / "out", log=lambda _: None, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_event_loss_weighs_the_event_tokens(untrained):
+    """``event_weight`` adds the colour/shape loss on the event tokens alone; 0 leaves the earlier losses as they were."""
+    adapter = untrained[1].adapter
+    model = adapter.model
+    examples = T.make_examples(adapter, [train_seed(5)], [30.0])
+    probe = torch.nn.Linear(model.config.text_config.hidden_size, 27)
+    off, parts_off = T.answer_loss(model, adapter, examples, probe, event_weight=0.0)
+    on, parts_on = T.answer_loss(model, adapter, examples, probe, event_weight=2.0)
+    assert "event" not in parts_off and parts_on["event"] > 0
+    assert torch.allclose(on - off, torch.tensor(parts_on["event"]), atol=2e-3)

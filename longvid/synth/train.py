@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from longvid.synth.questions import KINDS, LETTERS, make_questions
 from longvid.synth.render import render_frames
 from longvid.synth.seeds import train_seed
-from longvid.synth.spec import COLORS, QUADRANTS, QUARTERS, SHAPES, make_video_spec
+from longvid.synth.spec import COLORS, QUADRANTS, QUARTERS, SECONDS_RANGE, SHAPES, make_video_spec
 from longvid.tiny import EOS_ID, SPECIAL_TOKENS, QWEN2_VL_CHAT_TEMPLATE, tiny_config
 
 __all__ = ["MODEL_CONFIG", "PIXELS", "SAMPLE_FPS", "FILE_FPS", "train_bpe", "build_synth_tokenizer",
@@ -365,7 +365,7 @@ def _attention_guidance(lm, layer_inputs, cos_sin, mask, attend) -> torch.Tensor
 
 
 def answer_loss(model, adapter, examples: list[Example], probe: torch.nn.Module | None = None,
-                aux_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                aux_weight: float = 1.0, event_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy on the answer tokens, plus (with ``probe``) auxiliary losses that break the task into steps.
 
     One linear ``probe`` (hidden -> 27, `PROBE_HEADS`) reads, in shared directions:
@@ -397,9 +397,9 @@ def answer_loss(model, adapter, examples: list[Example], probe: torch.nn.Module 
     # the same heads on the event tokens alone: in the mean above they are ~5 % of the tokens, and the shape of a
     # 10-15 px shape (circle vs square) was what the vision encoder had not learnt (61 % from a linear read-out)
     event = labels[:, 0] > 0
-    if event.any():
-        parts["event"] = (F.cross_entropy(out[event, 0:5], labels[event, 0])
-                          + F.cross_entropy(out[event, 5:10], labels[event, 1]))
+    if event_weight and event.any():
+        parts["event"] = event_weight * (F.cross_entropy(out[event, 0:5], labels[event, 0])
+                                         + F.cross_entropy(out[event, 5:10], labels[event, 1]))
     option_out = probe(options)  # (Q * 4, 27), options of each question in order A-D
     is_answer = torch.tensor([float(i == c) for ex in examples for c in ex.correct for i in range(4)])
     parts["options"] = (F.binary_cross_entropy_with_logits(option_out[:, 22], is_answer)
@@ -446,9 +446,27 @@ def save(model, tokenizer, out: Path, card: dict) -> None:
     (out / "longvid.json").write_text(json.dumps(card, indent=1) + "\n")
 
 
+def _check_args(steps, videos_per_step, lengths, lr, aux_weight, event_weight, kinds) -> None:
+    for name, value in (("steps", steps), ("videos_per_step", videos_per_step)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is invalid: it must be a positive int. Pass e.g. {name}=8.")
+    if not SECONDS_RANGE[0] <= lengths[0] <= lengths[1] <= SECONDS_RANGE[1]:
+        raise ValueError(f"lengths={tuple(lengths)!r} must be (min, max) seconds with {SECONDS_RANGE[0]:g} <= min <= "
+                         f"max <= {SECONDS_RANGE[1]:g}, the suite's range. Pass e.g. (30, 60).")
+    for name, value in (("lr", lr), ("aux_weight", aux_weight), ("event_weight", event_weight)):
+        if not (math.isfinite(value) and value >= (1e-12 if name == "lr" else 0)):
+            raise ValueError(f"{name}={value!r} is invalid: it must be a finite number, "
+                             f"{'> 0' if name == 'lr' else '>= 0 (0 turns it off)'}.")
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown or not kinds or isinstance(kinds, str):
+        raise ValueError(f"kinds={kinds!r} has unsupported kinds {unknown!r}: pass a list drawn from {list(KINDS)} "
+                         "(a kind may repeat, to weigh it more).")
+
+
 def train(out: str | Path, *, seed: int = 0, steps: int = 6000, videos_per_step: int = 8,
           lengths: tuple[float, float] = (30.0, 60.0), lr: float = 2e-3, warmup: int = 100,
-          validate_every: int = 250, n_validation: int = 48, aux_weight: float = 1.0, kinds=KINDS,
+          validate_every: int = 250, n_validation: int = 48, aux_weight: float = 1.0, event_weight: float = 1.0,
+          kinds=KINDS,
           stop_after: int | None = None, snapshots: bool = False, init_from: str | Path | None = None,
           threads: int | None = None, log=print) -> dict:
     """Train from scratch and save a loadable checkpoint to ``out``; returns the training card (also saved).
@@ -459,6 +477,7 @@ def train(out: str | Path, *, seed: int = 0, steps: int = 6000, videos_per_step:
     ``init_from`` continues from a checkpoint's weights (e.g. the bundled model) instead of a fresh init; the card
     then records that checkpoint's own card, so the chain of commands reproduces the result.
     """
+    _check_args(steps, videos_per_step, lengths, lr, aux_weight, event_weight, kinds)
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
@@ -500,7 +519,8 @@ def train(out: str | Path, *, seed: int = 0, steps: int = 6000, videos_per_step:
 
     def card(step: int) -> dict:
         return dict(name="longvid-tiny", seed=seed, steps=steps, stopped_after=step, videos_per_step=videos_per_step,
-                    lengths=list(lengths), lr=lr, warmup=warmup, aux_weight=aux_weight, kinds=list(kinds),
+                    lengths=list(lengths), lr=lr, warmup=warmup, aux_weight=aux_weight, event_weight=event_weight,
+                    kinds=list(kinds),
                     sample_fps=SAMPLE_FPS, file_fps=FILE_FPS, pixels=PIXELS, config=MODEL_CONFIG,
                     train_seeds=[train_seed(first), train_seed(first + step * videos_per_step - 1)],
                     validation_seeds=[val_seeds[0], val_seeds[-1]], history=history,
@@ -508,13 +528,14 @@ def train(out: str | Path, *, seed: int = 0, steps: int = 6000, videos_per_step:
                     command=f"python -m longvid.synth.train --out {out} --seed {seed} --steps {steps} "
                             f"--stop-after {step} --videos-per-step {videos_per_step} --min-seconds {lengths[0]:g} "
                             f"--max-seconds {lengths[1]:g} --lr {lr:g} --aux-weight {aux_weight:g} "
+                            f"--event-weight {event_weight:g} "
                             f"--kinds {','.join(kinds)}" + (f" --init-from {init_from}" if init_from else ""))
 
     for step in range(last):
         examples = upcoming.result()
         if step + 1 < last:
             upcoming = pool.submit(batch, step + 1)
-        loss, aux = answer_loss(model, adapter, examples, probe if aux_weight else None, aux_weight)
+        loss, aux = answer_loss(model, adapter, examples, probe if aux_weight else None, aux_weight, event_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -546,7 +567,10 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--validate-every", type=int, default=250)
     p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the auxiliary losses (0: answer only)")
-    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated question kinds to train on")
+    p.add_argument("--event-weight", type=float, default=1.0, help="weight of the colour and shape loss on the "
+                   "event tokens alone, within the auxiliary losses (0: off, as in the first runs of longvid-tiny)")
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated question kinds to train on; a kind "
+                   "listed twice is asked twice per video (twice the weight)")
     p.add_argument("--stop-after", type=int, default=None, help="end at this step (the schedule follows --steps)")
     p.add_argument("--snapshots", action="store_true", help="save a checkpoint at every validation")
     p.add_argument("--init-from", default=None, help="continue from this checkpoint's weights (pass another --seed "
@@ -554,7 +578,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     train(a.out, seed=a.seed, steps=a.steps, videos_per_step=a.videos_per_step, lengths=(a.min_seconds, a.max_seconds),
-          lr=a.lr, validate_every=a.validate_every, aux_weight=a.aux_weight,
+          lr=a.lr, validate_every=a.validate_every, aux_weight=a.aux_weight, event_weight=a.event_weight,
           kinds=a.kinds.split(","), stop_after=a.stop_after, snapshots=a.snapshots,
           init_from=a.init_from, threads=a.threads)
 
