@@ -121,6 +121,11 @@ def test_training_continues_from_a_checkpoint(untrained_tiny, tmp_path):
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
     card = json.loads((tmp_path / "more" / "longvid.json").read_text())
     assert card["init_from"]["steps"] == 2 and f"--init-from {untrained_tiny}" in card["command"]
+    torch.manual_seed(12345)  # whatever ran before in this process, continuing gives the same weights
+    T.train(tmp_path / "again", seed=1, steps=1, videos_per_step=2, n_validation=2, validate_every=1000,
+            init_from=untrained_tiny, log=lambda _: None)
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    assert all(torch.equal(after[k], again[k]) for k in after)
 
 
 @pytest.mark.parametrize("kwargs, match", [

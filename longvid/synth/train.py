@@ -446,6 +446,22 @@ def save(model, tokenizer, out: Path, card: dict) -> None:
     (out / "longvid.json").write_text(json.dumps(card, indent=1) + "\n")
 
 
+def _code_version() -> str | None:
+    """The git commit of this code (``+dirty`` with uncommitted changes), or None outside a git checkout."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def _check_args(steps, videos_per_step, lengths, lr, aux_weight, event_weight, kinds) -> None:
     for name, value in (("steps", steps), ("videos_per_step", videos_per_step)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -500,6 +516,8 @@ def train(out: str | Path, *, seed: int = 0, steps: int = 6000, videos_per_step:
     val_seeds = [train_seed(VALIDATION_OFFSET + i) for i in range(n_validation)]
     validation = make_examples(adapter, val_seeds, _lengths(np.random.default_rng([seed, 2]), n_validation, lengths),
                                kinds=kinds)
+    if init_from is not None:  # from scratch, the model's init seeded torch (and the probe follows from it)
+        torch.manual_seed(seed)
     probe = torch.nn.Linear(model.config.text_config.hidden_size, 27)
     params = list(model.parameters()) + (list(probe.parameters()) if aux_weight else [])
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -524,7 +542,8 @@ def train(out: str | Path, *, seed: int = 0, steps: int = 6000, videos_per_step:
                     sample_fps=SAMPLE_FPS, file_fps=FILE_FPS, pixels=PIXELS, config=MODEL_CONFIG,
                     train_seeds=[train_seed(first), train_seed(first + step * videos_per_step - 1)],
                     validation_seeds=[val_seeds[0], val_seeds[-1]], history=history,
-                    train_seconds=round(time.perf_counter() - t0, 1), torch=torch.__version__, init_from=parent,
+                    train_seconds=round(time.perf_counter() - t0, 1), torch=torch.__version__, code=_code_version(),
+                    init_from=parent,
                     command=f"python -m longvid.synth.train --out {out} --seed {seed} --steps {steps} "
                             f"--stop-after {step} --videos-per-step {videos_per_step} --min-seconds {lengths[0]:g} "
                             f"--max-seconds {lengths[1]:g} --lr {lr:g} --aux-weight {aux_weight:g} "
