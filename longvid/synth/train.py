@@ -1,8 +1,21 @@
 """Train ``longvid-tiny``: a Qwen2-VL (transformers' own class) trained from scratch on the synthetic suite.
 
-Reproducible from a seed on a CPU; what ships in ``longvid/assets/longvid-tiny`` was made by::
+Reproducible from a seed on a CPU. What ships in ``longvid/assets/longvid-tiny`` was made by four runs, each
+continuing from the one before (``--init-from``; a new ``--seed`` draws new training videos), 19 500 steps in all::
 
-    python -m longvid.synth.train --out longvid/assets/longvid-tiny --seed 0
+    python -m longvid.synth.train --out runs/1 --seed 0 --steps 6000 --event-weight 0
+    python -m longvid.synth.train --out runs/2 --init-from runs/1 --seed 1 --steps 3000 --stop-after 1500 \
+        --lr 1e-3 --event-weight 0
+    python -m longvid.synth.train --out runs/3 --init-from runs/2 --seed 2 --steps 10000 --stop-after 3000 \
+        --lr 1e-3 --event-weight 0 --kinds color,shape,shape,where,when,count,order
+    python -m longvid.synth.train --out runs/4 --init-from runs/3 --seed 3 --steps 9000 \
+        --lr 1e-3 --kinds color,shape,shape,where,when,count,order
+
+Its ``longvid.json`` holds each run's card (command, seeds, validation history) nested under ``init_from``. Runs 1-3
+predate the event-token loss (``--event-weight 0`` leaves the losses as they were); runs 2-4 were made at commits
+167f574, 9dfe803 and 0569819, before the auxiliary probe was seeded when continuing, so at this code they differ in
+that probe's random init (the probe is not part of the model). Training is bit-reproducible at a fixed commit. Runs 3-4 ask the shape question twice per video (twice its weight), and run 4 adds the
+event-token loss (``--event-weight``), both because shape was the kind the model learnt last.
 
 Every training example goes through the same code as inference, so the model learns exactly what the pipeline
 shows it: frames are rendered in memory at the timestamps that ``read_video`` would decode from the suite's mp4
