@@ -141,7 +141,7 @@ def test_bad_training_arguments_fail_before_writing(tmp_path, kwargs, match):
 
 
 def test_event_loss_weighs_the_event_tokens(untrained):
-    """``event_weight`` adds the colour/shape loss on the event tokens alone; 0 leaves the earlier losses as they were."""
+    """``event_weight`` adds the colour/shape loss on the event tokens alone; 0 leaves the other losses as they were."""
     adapter = untrained[1].adapter
     model = adapter.model
     examples = T.make_examples(adapter, [train_seed(5)], [30.0])
