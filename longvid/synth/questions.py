@@ -26,7 +26,8 @@ import numpy as np
 from .seeds import rng
 from .spec import COLORS, QUADRANTS, QUARTERS, SHAPES, Event, VideoSpec
 
-__all__ = ["KINDS", "LETTERS", "PROMPT_TEMPLATE", "Question", "format_question", "make_questions"]
+__all__ = ["KINDS", "LETTERS", "PROMPT_TEMPLATE", "STEMS", "VALUES", "Question", "format_question",
+           "make_questions"]
 
 KINDS = ("color", "shape", "where", "when", "count", "order")
 LETTERS = ("A", "B", "C", "D")
@@ -34,7 +35,25 @@ LETTERS = ("A", "B", "C", "D")
 PROMPT_TEMPLATE = "{question}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer with the letter."
 """The one text format shown to the model; the expected reply is the answer letter."""
 
-_COUNTS = ("1", "2", "3", "4")
+STEMS = {
+    "color": "What colour was the {shape}?",
+    "shape": "Which shape was {color}?",
+    "where": "In which part of the frame did the {name} appear?",
+    "when": "In which quarter of the video did the {name} appear?",
+    "count": "How many coloured shapes appeared?",
+    "order": "Which coloured shape appeared first?",
+}
+"""Each kind's question; ``{shape}``, ``{color}`` and ``{name}`` ("red circle") are the event asked about."""
+
+VALUES = {
+    "color": tuple(COLORS),
+    "shape": tuple(SHAPES),
+    "where": tuple(QUADRANTS),
+    "when": tuple(f"{q} quarter" for q in QUARTERS),
+    "count": ("1", "2", "3", "4"),
+    "order": tuple(f"{c} {s}" for c in COLORS for s in SHAPES),
+}
+"""Every value an option of each kind can hold (``order``: the events' names)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +117,7 @@ def _order_pool(gen: np.random.Generator, events: tuple[Event, ...]) -> list[str
     """The other events' names, topped up to 3 with names of colour-shape pairs that did not appear."""
     names = [event.name for event in events[1:]]
     seen = {event.name for event in events}
-    absent = [f"{c} {s}" for c in COLORS for s in SHAPES if f"{c} {s}" not in seen]
+    absent = [name for name in VALUES["order"] if name not in seen]
     extra = gen.choice(len(absent), size=3 - len(names), replace=False)
     return names + [absent[i] for i in extra]
 
@@ -107,22 +126,19 @@ def _ask(kind: str, spec: VideoSpec, gen: np.random.Generator) -> tuple[str, str
     """``(question, correct value, values to draw distractors from)``, or None if ``kind`` does not apply."""
     events = spec.events
     event = events[int(gen.integers(len(events)))]  # the event asked about, for the first four kinds
-    if kind == "color":
-        return f"What colour was the {event.shape}?", event.color, list(COLORS)
-    if kind == "shape":
-        return f"Which shape was {event.color}?", event.shape, list(SHAPES)
-    if kind == "where":
-        return f"In which part of the frame did the {event.name} appear?", event.quadrant, list(QUADRANTS)
+    if kind not in STEMS:
+        raise ValueError(f"kind={kind!r} is not supported. Pass kinds from {KINDS}.")
+    question = STEMS[kind].format(shape=event.shape, color=event.color, name=event.name)
     if kind == "when":
-        quarters = [f"{q} quarter" for q in QUARTERS]
-        return f"In which quarter of the video did the {event.name} appear?", quarters[spec.quarter(event)], quarters
+        return question, VALUES["when"][spec.quarter(event)], VALUES["when"]
     if kind == "count":
-        return "How many coloured shapes appeared?", str(len(events)), list(_COUNTS)
+        return question, str(len(events)), VALUES["count"]
     if kind == "order":
         if len(events) < 2:
             return None
-        return "Which coloured shape appeared first?", events[0].name, _order_pool(gen, events)
-    raise ValueError(f"kind={kind!r} is not supported. Pass kinds from {KINDS}.")
+        return question, events[0].name, _order_pool(gen, events)
+    answer = {"color": event.color, "shape": event.shape, "where": event.quadrant}[kind]
+    return question, answer, VALUES[kind]
 
 
 def make_questions(spec: VideoSpec, seed: int | None = None, kinds=KINDS) -> list[Question]:

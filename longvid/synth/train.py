@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from longvid.synth.questions import KINDS, LETTERS, make_questions
+from longvid.synth.questions import KINDS, LETTERS, PROMPT_TEMPLATE, STEMS, VALUES, make_questions
 from longvid.synth.render import render_frames
 from longvid.synth.seeds import train_seed
 from longvid.synth.spec import COLORS, QUADRANTS, QUARTERS, SECONDS_RANGE, SHAPES, make_video_spec
@@ -73,15 +73,12 @@ VALIDATION_OFFSET = 900_000_000
 # ----- tokenizer --------------------------------------------------------------------------------------------------
 def synth_lines() -> list[str]:
     """Every line the model reads: each question stem, each option line "X. value", the instruction, chat words."""
-    names = [f"{c} {s}" for c in COLORS for s in SHAPES]
-    stems = ([f"What colour was the {s}?" for s in SHAPES] + [f"Which shape was {c}?" for c in COLORS]
-             + [f"In which part of the frame did the {n} appear?" for n in names]
-             + [f"In which quarter of the video did the {n} appear?" for n in names]
-             + ["How many coloured shapes appeared?", "Which coloured shape appeared first?"])
-    values = [*COLORS, *SHAPES, *QUADRANTS, *(f"{q} quarter" for q in QUARTERS), "1", "2", "3", "4", *names]
+    stems = list(dict.fromkeys(STEMS[kind].format(shape=s, color=c, name=f"{c} {s}")
+                               for kind in KINDS for c in COLORS for s in SHAPES))
+    values = [value for kind in KINDS for value in VALUES[kind]]
     options = [f"{letter}. {value}" for letter in LETTERS for value in values]
-    return stems + options + ["Answer with the letter.", "You are a helpful assistant.", "system", "user",
-                              "assistant"]
+    instruction = PROMPT_TEMPLATE.splitlines()[-1]  # "Answer with the letter."
+    return stems + options + [instruction, "You are a helpful assistant.", "system", "user", "assistant"]
 
 
 def _line_pre_tokenizer():
