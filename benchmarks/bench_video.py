@@ -30,7 +30,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from longvid.video import plan_indices, probe, read_video, write_test_video
+from longvid.video import cache_dir, plan_indices, probe, read_video, write_test_video
 from longvid.video.sample import choose_strategy
 
 SECONDS, FPS, WIDTH, HEIGHT, PRESET = 600, 30, 640, 360, "veryfast"
@@ -54,10 +54,6 @@ _MEMORY_CASES = {
         "load_video(sys.argv[1], backend='pyav', num_frames={n})[0]",
     ),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LONGVID_CACHE_DIR", Path.home() / ".cache" / "longvid"))
 
 
 def bench_video_path() -> Path:

@@ -31,7 +31,8 @@ def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, m
     import longvid
     from longvid.pipeline import SamplingOptions
     from longvid.synth import eval_seed, make_questions, make_video_spec, write_video
-    from longvid.synth.evaluate import cache_dir, parse_letter, tiny_model_path
+    from longvid.synth.evaluate import parse_letter, tiny_model_path
+    from longvid.video import cache_dir
 
     console = console or Console()
     model = Path(model) if model else tiny_model_path()
@@ -62,11 +63,10 @@ def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, m
     stats = Table("method", "keep", "retention", "kept/visual", "LLM tokens", "KV KiB", "TTFT ms", "correct")
     for name, keep in METHODS:
         a = answers[name][0].stats
-        sec = a.seconds
         right = sum(parse_letter(x.text) == q.answer for x, q in zip(answers[name], questions))
         stats.add_row(name, "-" if keep is None else f"{keep:g}", f"{a.retention:.3f}",
                       f"{a.kept_tokens}/{a.visual_tokens}", str(a.llm_tokens), f"{a.kv_bytes / 1024:.0f}",
-                      f"{1000 * (sec['vision'] + sec['reduce'] + sec['prefill']):.1f}", f"{right}/{len(questions)}")
+                      f"{1000 * a.ttft:.1f}", f"{right}/{len(questions)}")
     console.print(stats)
     png = draw_keep_map(frames, kept, folder / "keep_map.png", lm.adapter.merge)
     console.print(f"Which tokens each method kept, over the sampled frames: {png}")

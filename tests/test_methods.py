@@ -172,6 +172,16 @@ def test_bad_keep_or_budget(kwargs, match):
         get_method("random", **kwargs)
 
 
+@pytest.mark.parametrize("name", list(METHODS))
+def test_keep_ratio_flag_says_whether_keep_applies(name):
+    """``MethodSpec.keep_ratio`` (what ``eval synth`` reads to sweep --keep) agrees with the preset itself."""
+    if METHODS[name].keep_ratio:
+        assert get_method(name, keep=0.5).keep == 0.5
+    else:
+        with pytest.raises(ValueError, match="keep"):
+            get_method(name, keep=0.5)
+
+
 def test_unknown_method_lists_valid_ones():
     with pytest.raises(ValueError, match="unknown method 'nope'; valid methods: full, uniform, random, evs, knorm"):
         get_method("nope")

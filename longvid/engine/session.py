@@ -50,6 +50,11 @@ class RunStats:
     def retention(self) -> float:
         return self.kept_tokens / max(1, self.visual_tokens)
 
+    @property
+    def ttft(self) -> float:
+        """Seconds to the first token: vision + reduction + prefill (video decoding excluded)."""
+        return self.seconds["vision"] + self.seconds["reduce"] + self.seconds["prefill"]
+
 
 @dataclass
 class Answer:

@@ -32,6 +32,7 @@ class MethodSpec:
     defaults: str
     paper: str
     query_aware: bool = False
+    keep_ratio: bool = True  # whether ``keep`` (< 1) sets how much it keeps; False: full, prunevid-merge
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -111,7 +112,7 @@ def _full(keep=None, budget=None) -> Method:
     return Method("full")
 
 
-register(MethodSpec("full", "none", _full, "keeps everything", "-"))
+register(MethodSpec("full", "none", _full, "keeps everything", "-", keep_ratio=False))
 register(MethodSpec(
     "uniform", "frame selector", _single("uniform", UniformFrames, "frame_selector"),
     "keep=1.0; fewer frames at the same visual-token budget", "baseline (UniPruneBench, VTC-Bench)"))
@@ -131,7 +132,7 @@ register(MethodSpec(
 register(MethodSpec(
     "prunevid-merge", "token reducer", _prunevid_merge,
     "PruneVid stage 1 only: tau=0.8, temporal_segment_ratio=0.25, cluster_ratio=0.5, k=7",
-    "https://arxiv.org/abs/2412.16117"))
+    "https://arxiv.org/abs/2412.16117", keep_ratio=False))
 register(MethodSpec(
     "retake", "token reducer + KV press", _retake,
     "DPSelect (keep 1.0, pivots) + PivotKV (chunk 16 steps, max_input_length=32000; --keep sets the chunk ratio, "

@@ -34,6 +34,7 @@ from longvid.synth.questions import KINDS, LETTERS, make_questions
 from longvid.synth.seeds import EVAL_SEEDS, eval_seed
 from longvid.synth.spec import SECONDS_RANGE, make_video_spec
 from longvid.synth.suite import write_suite
+from longvid.video import cache_dir
 
 __all__ = ["tiny_model_path", "EvalSettings", "select_questions", "ensure_suite", "clustered_se", "parse_letter",
            "answer_video", "run_eval", "summarize"]
@@ -44,10 +45,6 @@ DEFAULT_FPS = 1.0
 def tiny_model_path() -> Path:
     """The bundled ``longvid-tiny`` checkpoint (trained by ``python -m longvid.synth.train``)."""
     return Path(__file__).resolve().parent.parent / "assets" / "longvid-tiny"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LONGVID_CACHE_DIR", Path.home() / ".cache" / "longvid"))
 
 
 @dataclass
@@ -99,13 +96,9 @@ class EvalSettings:
     @staticmethod
     def takes_keep(name: str) -> bool:
         """False for methods whose retention is not set by a keep ratio (``full``, ``prunevid-merge``)."""
-        from longvid.methods.registry import get_method
+        from longvid.methods.registry import METHODS
 
-        try:
-            get_method(name, keep=0.5)
-        except ValueError:
-            return False
-        return True
+        return METHODS[name].keep_ratio
 
     def runs(self) -> list[tuple[str, float | None]]:
         """(method, keep) pairs in order: each method at every keep, once for methods without a keep ratio."""
@@ -282,11 +275,10 @@ def answer_video(lm, frames, chosen, questions: list[dict]) -> list[dict]:
     for q, a, peak in zip(questions, answers, peaks):
         s = a.stats
         letter = parse_letter(a.text)
-        sec = s.seconds
         out.append(dict(kind=q["kind"], answer=letter, reply=a.text, truth=q["answer"], correct=letter == q["answer"],
                         retention=s.retention, visual_tokens=s.visual_tokens, kept_tokens=s.kept_tokens,
                         llm_tokens=s.llm_tokens, kv_bytes=s.kv_bytes, peak_bytes=int(peak),
-                        ttft=sec["vision"] + sec["reduce"] + sec["prefill"], seconds=sec))
+                        ttft=s.ttft, seconds=s.seconds))
     return out
 
 

@@ -16,7 +16,7 @@ from .errors import (
 )
 from .resize import resize_frames, smart_resize
 from .sample import plan_indices
-from .synthetic import write_test_audio, write_test_video
+from .synthetic import cache_dir, write_test_audio, write_test_video
 
 __all__ = [
     "Frames",
@@ -28,6 +28,7 @@ __all__ = [
     "resize_frames",
     "write_test_video",
     "write_test_audio",
+    "cache_dir",
     "VideoError",
     "VideoNotFoundError",
     "NotAVideoError",

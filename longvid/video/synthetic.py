@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import os
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 
-__all__ = ["PATTERNS", "write_test_video", "write_test_audio"]
+__all__ = ["PATTERNS", "cache_dir", "write_test_video", "write_test_audio"]
 
 PATTERNS = ("texture", "texture+square", "gradient")
 """``texture``: scrolling random texture; ``+square`` adds a bouncing square; ``gradient``: smooth, cheap to encode."""
 
 _ENCODERS = {"h264": "libx264"}
+
+
+def cache_dir() -> Path:
+    """Where generated media is kept between runs: ``$LONGVID_CACHE_DIR``, default ``~/.cache/longvid``."""
+    return Path(os.environ.get("LONGVID_CACHE_DIR", Path.home() / ".cache" / "longvid"))
 
 
 def _texture(height: int, width: int, pattern: str, rng: np.random.Generator) -> np.ndarray:
