@@ -68,40 +68,42 @@ def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, m
                       f"{a.kept_tokens}/{a.visual_tokens}", str(a.llm_tokens), f"{a.kv_bytes / 1024:.0f}",
                       f"{1000 * a.ttft:.1f}", f"{right}/{len(questions)}")
     console.print(stats)
-    png = draw_keep_map(frames, kept, folder / "keep_map.png", lm.adapter.merge)
+    ad = lm.adapter
+    height, width = ad.pixels.frame_size(*frames.frames.shape[1:3])
+    grid = (height // (ad.patch_size * ad.merge), width // (ad.patch_size * ad.merge))
+    png = draw_keep_map(frames, kept, folder / "keep_map.png", grid, ad.temporal_patch)
     console.print(f"Which tokens each method kept, over the sampled frames: {png}")
     console.print("Each method encodes the video once (a session) and answers every question from a copy of its "
                   "cache. `longvid eval synth` measures accuracy over hundreds of such questions.")
     return folder
 
 
-def draw_keep_map(frames, kept: dict, path: Path, merge: int = 2, thumb: int = 64) -> Path:
+def draw_keep_map(frames, kept: dict, path: Path, grid: tuple[int, int], temporal_patch: int = 2,
+                  thumb: int = 64) -> Path:
     """PNG: one row per method, one column per temporal step (its first frame); dropped tokens are dimmed.
 
     ``kept`` maps a method name to its `VisualTokens` after reduction; a token is placed by its timestamp (the
-    step it came from) and its merged-grid row and column.
+    step it came from) and its row and column in the merged ``grid`` (rows, cols) of tokens per step.
     """
     from PIL import Image, ImageDraw
 
-    step_times = np.asarray(frames.timestamps)[::2]
-    images = frames.frames[::2]
-    names = list(kept)
+    step_times = np.asarray(frames.timestamps)[::temporal_patch]
+    tiles = [np.asarray(Image.fromarray(image).resize((thumb, thumb), Image.BILINEAR))
+             for image in frames.frames[::temporal_patch]]
+    rows, cols = grid
+    ys, xs = np.linspace(0, thumb, rows + 1).astype(int), np.linspace(0, thumb, cols + 1).astype(int)
     label = 90
-    canvas = Image.new("RGB", (label + thumb * len(images), thumb * len(names) + 18), "white")
+    canvas = Image.new("RGB", (label + thumb * len(tiles), thumb * len(kept) + 18), "white")
     draw = ImageDraw.Draw(canvas)
     for col, t in enumerate(step_times):
         if col % 5 == 0:
-            draw.text((label + col * thumb + 2, thumb * len(names) + 4), f"{t:.0f}s", fill="black")
-    for row, name in enumerate(names):
-        tokens = kept[name]
-        rows, cols = int(tokens.thw[:, 1].max()) + 1 if len(tokens) else 1, int(tokens.thw[:, 2].max()) + 1 if len(
-            tokens) else 1
-        keep = np.zeros((len(images), rows, cols), dtype=bool)
+            draw.text((label + col * thumb + 2, thumb * len(kept) + 4), f"{t:.0f}s", fill="black")
+    for row, (name, tokens) in enumerate(kept.items()):
+        keep = np.zeros((len(tiles), rows, cols), dtype=bool)
         steps = np.abs(np.asarray(tokens.time)[:, None] - step_times[None, :]).argmin(1)
         keep[steps, tokens.thw[:, 1].numpy(), tokens.thw[:, 2].numpy()] = True
-        for col, image in enumerate(images):
-            tile = np.asarray(Image.fromarray(image).resize((thumb, thumb), Image.BILINEAR)).copy()
-            ys, xs = np.linspace(0, thumb, rows + 1).astype(int), np.linspace(0, thumb, cols + 1).astype(int)
+        for col, tile in enumerate(tiles):
+            tile = tile.copy()
             for r in range(rows):
                 for c in range(cols):
                     if not keep[col, r, c]:
@@ -109,7 +111,6 @@ def draw_keep_map(frames, kept: dict, path: Path, merge: int = 2, thumb: int = 6
                         block[:] = (block * 0.25 + 40).astype(np.uint8)
             canvas.paste(Image.fromarray(tile), (label + col * thumb, row * thumb))
         draw.text((4, row * thumb + thumb // 2 - 6), name, fill="black")
-        kept_share = keep.mean()
-        draw.text((4, row * thumb + thumb // 2 + 6), f"{100 * kept_share:.0f}% kept", fill="grey")
+        draw.text((4, row * thumb + thumb // 2 + 6), f"{100 * keep.mean():.0f}% kept", fill="grey")
     canvas.save(path)
     return Path(path)
