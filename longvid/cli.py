@@ -1,9 +1,14 @@
-"""The ``longvid`` command: ask, methods, info, demo. A thin layer over the Python API (``longvid.pipeline``).
+"""The ``longvid`` command: ask, methods, info, demo, eval synth. A thin layer over the Python API.
 
     longvid ask talk.mp4 "What is on the slide?" --model /models/Qwen2.5-VL-7B-Instruct --method evs --keep 0.25
     longvid methods
     longvid info talk.mp4 --model /models/Qwen2.5-VL-7B-Instruct
     longvid demo
+
+Start-up imports only typer and rich: torch, transformers and PyAV load inside the commands that need them, so
+``longvid --help`` and ``longvid methods`` answer at once. Every bad input ends as one ``error: ...`` line on stderr
+with exit code 2, worded in flags (``longvid.errors`` renders the library's messages for the CLI); Ctrl-C ends as
+``interrupted``, exit code 130; warnings print as one ``warning: ...`` line.
 """
 
 from __future__ import annotations
@@ -11,117 +16,200 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
+import warnings
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from longvid.engine.session import DEFAULT_CHUNK
+try:  # newer typer carries its own copy of click, whose exceptions are not click's
+    from typer._click import exceptions as click_errors
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_errors
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+from longvid import __version__
+from longvid.errors import Interface, interface
+
+DEFAULT_CHUNK = 8192  # longvid.engine.session.DEFAULT_CHUNK, restated so the CLI does not import torch to start
+ASK = Interface("cli", flags={"num_frames": "--frames", "attn_implementation": "--attn", "path": "--model",
+                               "question": "QUESTION", "video": "VIDEO"},
+                settings="--set {key}={value}")
+EVAL = Interface("cli", flags=dict(ASK.flags, keeps="--keep", lengths="--length", methods="--methods", out="--out"),
+                 settings="--set {method}.{key}={value}")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a typo in a flag, a value of the wrong type) as one ``error:`` line with exit code 2, like the
+    library's own errors, instead of click's usage block; Ctrl-C as one ``interrupted`` line with exit code 130."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name or "longvid", complete_var, standalone_mode=False, **extra)
+        except click_errors.UsageError as e:
+            command = e.ctx.command_path if e.ctx is not None else "longvid"
+            err.print(f"error: {e.format_message()} (see `{command} --help`)", markup=False)
+            code = 2
+        except click_errors.ClickException as e:
+            err.print(f"error: {e.format_message()}", markup=False)
+            code = e.exit_code
+        except (click_errors.Abort, KeyboardInterrupt):
+            code = 130
+        except BrokenPipeError:  # e.g. `longvid methods | head -1`
+            sys.stderr.close()
+            code = 0
+        code = code if isinstance(code, int) else 0
+        if code == 130:  # typer turns Ctrl-C inside a command into exit code 130
+            err.print("interrupted", markup=False)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Video LLMs on long videos: frame selection, token reduction and KV compression.")
-err = Console(stderr=True)
-out = Console()
+
+
+@app.callback(invoke_without_command=True)
+def root(ctx: typer.Context,
+         version: bool = typer.Option(False, "--version", "-V", is_eager=True, help="Print the version and exit.")):
+    if version:
+        print(f"longvid {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 def fail(message: str) -> None:
     """A user error: one line on stderr, exit code 2."""
-    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    err.print(f"error: {message}", markup=False)
     raise typer.Exit(2)
 
 
-def user_errors(command):
-    """Bad input found deeper down (a missing video, an unsupported model) also ends as one line, exit 2."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except (ValueError, FileNotFoundError) as e:
-            fail(str(e))
-
-    return wrapper
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    err.print(f"warning: {message}", markup=False)
 
 
-class RichProgress:
-    """``progress(stage, done, total)`` callback drawing one rich bar per pipeline stage (on stderr)."""
+def user_errors(words: Interface):
+    """Run a command in the CLI's wording; bad input found deeper down (a missing video, an unsupported model, an
+    unwritable folder) ends as one line with exit code 2, warnings as one line each."""
 
-    LABELS = {"decode": "decoding video", "vision": "encoding frames", "prefill": "prefilling",
-              "generate": "generating"}
+    def decorate(command):
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            with interface(words), warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                try:
+                    return command(*args, **kwargs)
+                except ValueError as e:  # the library's bad-input errors (VideoError is one)
+                    fail(str(e))
+                except OSError as e:  # an unreadable input or unwritable output
+                    where = f": {e.filename}" if e.filename else ""
+                    fail(f"{e.strerror or e}{where}")
 
-    def __init__(self, progress: Progress):
-        self.progress, self.tasks = progress, {}
+        return wrapper
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    return decorate
+
+
+class Bars:
+    """Transient progress bars on stderr, one per pipeline stage, that never draw over output: `print` pauses them,
+    so a table printed between stages is not partly erased by the next redraw."""
+
+    LABELS = {"decode": "decoding frames", "vision": "encoding frames", "prefill": "prefilling",
+              "generate": "generating", "answering": "answering"}
+
+    def __init__(self):
+        self.progress = Progress(TextColumn("{task.description:>16}"), BarColumn(), TextColumn("{task.completed}/"
+                                 "{task.total}"), TimeElapsedColumn(), console=err, transient=True,
+                                 redirect_stdout=False, redirect_stderr=False)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(self.LABELS.get(stage, stage), total=total)
         self.progress.update(self.tasks[stage], completed=done, total=total)
 
+    def print(self, *renderables, **kwargs) -> None:
+        self.progress.stop()
+        for task in list(self.tasks.values()):
+            self.progress.remove_task(task)
+        self.tasks.clear()
+        out.print(*renderables, **kwargs)
+        out.file.flush()
+        self.progress.start()
 
-def progress_bars() -> Progress:
-    return Progress(TextColumn("{task.description:>16}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=err, transient=True)
 
-
-def check_choices(method: str, keep: Optional[float], budget: Optional[int], fps: Optional[float],
-                  frames: Optional[int]) -> None:
+def check_choices(method: str, keep: Optional[float], budget: Optional[int]) -> None:
     """Validate before anything slow happens; each failure is one line naming the valid choices."""
-    from longvid.methods.registry import METHODS
+    from longvid.methods.budget import check_keep_budget
+    from longvid.methods.registry import check_name
 
-    if method not in METHODS:
-        fail(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    if keep is not None and not 0 < keep <= 1:
-        fail(f"--keep must be in (0, 1], got {keep}; e.g. --keep 0.25")
-    if keep is not None and budget is not None:
-        fail("pass --keep or --budget, not both")
-    if budget is not None and budget < 1:
-        fail(f"--budget must be a positive number of visual tokens, got {budget}")
-    if fps is not None and frames is not None:
-        fail("pass --fps or --frames, not both")
-    if fps is not None and fps <= 0:
-        fail(f"--fps must be > 0, got {fps}")
-    if frames is not None and frames < 1:
-        fail(f"--frames must be >= 1, got {frames}")
+    check_name(method)
+    check_keep_budget(keep, budget)
 
 
-def parse_settings(settings: list[str]) -> dict:
-    """``["layer=8", "faithful=true"]`` -> ``{"layer": 8, "faithful": True}`` (JSON values, else strings)."""
-    out = {}
+def check_sampling(fps, frames, max_frames, start, end):
+    """The sampling options, checked (``SamplingOptions`` validates; it imports no torch)."""
+    from longvid.video.options import SamplingOptions
+
+    return SamplingOptions(fps, frames, max_frames, start, end)
+
+
+def parse_settings(settings: list[str], method: str) -> dict:
+    """``["layer=8", "evs.seed=1"]`` -> ``{"layer": 8, "seed": 1}`` (JSON values, else strings). A ``METHOD.`` prefix
+    must name the chosen ``--method``."""
+    parsed = {}
     for item in settings:
         key, sep, value = item.partition("=")
         if not sep or not key:
             fail(f"--set takes KEY=VALUE, got {item!r}; e.g. --set layer=8")
+        name, dot, rest = key.partition(".")
+        if dot:
+            if name != method:
+                fail(f"--set {item} is a setting of method {name!r}, but --method is {method!r}; pass --method {name} "
+                     f"or --set {rest}={value}")
+            key = rest
         try:
-            out[key] = json.loads(value)
+            parsed[key] = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def quiet_transformers() -> None:
-    """No weight-loading bars from transformers: our own bars show the stages."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+            parsed[key] = value
+    return parsed
 
 
 def model_dir(model: Optional[str]) -> str:
     model = model or os.environ.get("LONGVID_MODEL")
     if not model:
-        fail("no model: pass --model DIR (a local Qwen2-VL or Qwen2.5-VL checkpoint) or set LONGVID_MODEL")
+        fail("no model: pass --model DIR (a local Qwen2-VL or Qwen2.5-VL checkpoint directory) or set LONGVID_MODEL; "
+             "--model longvid-tiny is the bundled demo model, which only knows the synthetic videos of `longvid demo`")
     return model
 
 
 @app.command()
-@user_errors
+@user_errors(ASK)
 def ask(
     video: str = typer.Argument(..., help="Video file (anything PyAV opens)."),
     question: str = typer.Argument(..., help="The question."),
-    model: Optional[str] = typer.Option(None, help="Local checkpoint directory (default: $LONGVID_MODEL)."),
+    model: Optional[str] = typer.Option(None, help="Local checkpoint directory, or longvid-tiny (default: "
+                                                   "$LONGVID_MODEL)."),
     method: str = typer.Option("full", help="Method name, see `longvid methods`."),
-    keep: Optional[float] = typer.Option(None, help="Keep ratio of visual tokens, in (0, 1]."),
+    keep: Optional[float] = typer.Option(None, help="Keep ratio of visual tokens, in (0, 1] (default: the method's "
+                                                    "operating point, see `longvid methods`)."),
     budget: Optional[int] = typer.Option(None, help="Visual-token budget (instead of --keep)."),
     fps: Optional[float] = typer.Option(None, help="Frames per second to sample (default 1)."),
     frames: Optional[int] = typer.Option(None, help="Number of frames to sample uniformly (instead of --fps)."),
@@ -139,35 +227,49 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Answer a question about a video."""
-    check_choices(method, keep, budget, fps, frames)
+    from longvid.errors import check_positive
+    from longvid.video.decode import check_path
+
+    check_choices(method, keep, budget)
+    sampling = check_sampling(fps, frames, max_frames, start, end)
+    for name, value in (("max_pixels", max_pixels), ("min_pixels", min_pixels), ("max_new_tokens", max_new_tokens),
+                        ("chunk_size", chunk_size)):
+        check_positive(name, value, integer=True)
+    check_path(video)
+    if not question.strip():
+        fail("QUESTION is empty: ask something about the video")
+    chosen_settings = parse_settings(settings, method)
+    model = model_dir(model)
+
     import longvid
 
-    chosen = longvid.get_method(method, keep=keep, budget=budget, **parse_settings(settings))
-
-    quiet_transformers()
-    lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn,
-                      min_pixels=min_pixels, max_pixels=max_pixels)
-    with progress_bars() as bars:
-        answer = lm.ask(video, question, method=chosen, fps=fps, frames=frames,
-                        max_frames=max_frames, start=start, end=end, max_new_tokens=max_new_tokens,
-                        chunk_size=chunk_size, progress=RichProgress(bars))
+    chosen = longvid.get_method(method, keep=keep, budget=budget, **chosen_settings)
+    lm = longvid.load(model, device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels,
+                      max_pixels=max_pixels)
+    with Bars() as bars:
+        answer = lm.ask(video, question, method=chosen, fps=sampling.fps, frames=sampling.frames,
+                        max_frames=sampling.max_frames, start=sampling.start, end=sampling.end,
+                        max_new_tokens=max_new_tokens, chunk_size=chunk_size, progress=bars)
+    for note in answer.stats.notes:
+        err.print(f"note: {note}", markup=False)
     if as_json:
         print(json.dumps(answer.to_dict()))
         return
-    out.print(answer.text)
-    err.print(stats_line(answer.to_dict()))
+    out.print(answer.text, markup=False)
+    err.print(stats_line(answer.to_dict()), markup=False, style="dim")
 
 
 def stats_line(d: dict) -> str:
     s = d["seconds"]
-    return (f"[dim]{d['method']}: retention {d['retention']:.3f} ({d['kept_tokens']}/{d['visual_tokens']} visual "
-            f"tokens), {d['llm_tokens']} LLM tokens, KV {d['kv_bytes'] / 2**20:.1f} MiB; seconds: "
-            + ", ".join(f"{k} {v:.2f}" for k, v in s.items()) + "[/dim]")
+    frames = f"{d['frames_decoded']} frames" + (f" of {d['frames_planned']} planned" if d["truncated"] else "")
+    return (f"{d['method']}: retention {d['retention']:.3f} ({d['kept_tokens']}/{d['visual_tokens']} visual tokens, "
+            f"{frames}), {d['llm_tokens']} LLM tokens, KV {d['kv_bytes'] / 2**20:.1f} MiB; seconds: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
 
 
 @app.command()
-def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """List every method: its stage, defaults and paper."""
+def methods(as_json: bool = typer.Option(False, "--json", help="Print one JSON list.")):
+    """List every method: its stage, defaults (what a run without --keep/--budget does) and paper."""
     from longvid.methods.registry import METHODS
 
     rows = [{"name": m.name, "stage": m.stage, "query_aware": m.query_aware, "defaults": m.defaults,
@@ -175,32 +277,50 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     if as_json:
         print(json.dumps(rows))
         return
+    if not sys.stdout.isatty():  # a pipe or a file: one row per line, never wrapped, never cut
+        print("| method | stage | needs question | defaults | paper |\n|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['name']} | {r['stage']} | {'yes' if r['query_aware'] else 'no'} | {r['defaults']} | "
+                  f"{r['paper']} |")
+        return
+    name_width = max(len(r["name"]) for r in rows)
+    paper_width = max(len(r["paper"]) for r in rows)
+    if out.width < name_width + paper_width + 50:  # too narrow for a table that wraps only the defaults
+        for r in rows:
+            out.print(f"[bold]{r['name']}[/bold]  {r['stage']}{', needs the question' if r['query_aware'] else ''}")
+            out.print(f"  {r['paper']}", soft_wrap=True, markup=False)
+            out.print(f"  {r['defaults']}", markup=False, soft_wrap=False)
+        return
     table = Table("method", "stage", "needs question", "defaults", "paper")
-    table.columns[-1].overflow = "fold"
+    table.columns[0].no_wrap, table.columns[0].min_width = True, name_width
+    table.columns[-1].no_wrap, table.columns[-1].min_width = True, paper_width
     for r in rows:
         table.add_row(r["name"], r["stage"], "yes" if r["query_aware"] else "no", r["defaults"], r["paper"])
     out.print(table)
 
 
 @app.command()
-@user_errors
+@user_errors(ASK)
 def info(
     video: str = typer.Argument(..., help="Video file."),
-    model: Optional[str] = typer.Option(None, help="Checkpoint directory for its frame geometry (no weights "
-                                                   "are loaded); default: Qwen2-VL's."),
+    model: Optional[str] = typer.Option(None, help="Checkpoint directory (or longvid-tiny) for its frame geometry "
+                                                   "(no weights are loaded); default: Qwen2-VL's."),
     fps: Optional[float] = typer.Option(None, help="Frames per second to sample (default 1)."),
     frames: Optional[int] = typer.Option(None, help="Number of frames to sample (instead of --fps)."),
     max_frames: Optional[int] = typer.Option(None, help="Cap on sampled frames."),
+    start: Optional[float] = typer.Option(None, help="Start of the clip, seconds."),
+    end: Optional[float] = typer.Option(None, help="End of the clip, seconds."),
     max_pixels: Optional[int] = typer.Option(None, help="Max pixels per frame."),
+    min_pixels: Optional[int] = typer.Option(None, help="Min pixels per frame."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
-    """Duration, fps, codec, size and the planned visual-token count."""
-    check_choices("full", None, None, fps, frames)
+    """Duration, fps, codec, size, rotation and the planned visual-token count (what `ask` would decode)."""
     from longvid.models import pixel_plan
-    from longvid.pipeline import SamplingOptions, video_info
+    from longvid.pipeline import video_info
 
+    sampling = check_sampling(fps, frames, max_frames, start, end)
     model = model or os.environ.get("LONGVID_MODEL")
-    d = video_info(video, pixel_plan(model, max_pixels=max_pixels), SamplingOptions(fps, frames, max_frames))
+    d = video_info(video, pixel_plan(model, min_pixels=min_pixels, max_pixels=max_pixels), sampling)
     if as_json:
         print(json.dumps(d))
         return
@@ -211,24 +331,32 @@ def info(
 
 
 @app.command()
-@user_errors
+@user_errors(ASK)
 def demo(
     seconds: float = typer.Option(60.0, help="Length of the generated video (12 to 3600 s)."),
     seed: int = typer.Option(0, help="Which evaluation video to generate (seeds never used in training)."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Where to write the video and keep_map.png "
-                                                              "(default: a cache dir)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for the video and keep_map.png (default: a "
+                                                              "cache dir); created if missing, never a file."),
     model: Optional[str] = typer.Option(None, help="Checkpoint directory (default: the bundled longvid-tiny)."),
 ):
     """Answer questions about a generated video with longvid-tiny, the trained model inside the package."""
-    from longvid.demo import run_demo
+    from longvid.demo import check_demo, run_demo
 
-    quiet_transformers()
-    with progress_bars() as bars:
-        run_demo(seconds=seconds, seed=seed, out_dir=out_dir, model=model, console=out, progress=RichProgress(bars))
+    folder = check_demo(seconds=seconds, seed=seed, out_dir=out_dir, model=model)
+    with Bars() as bars:
+        run_demo(seconds=seconds, seed=seed, out_dir=folder, model=model, console=bars, progress=bars)
 
 
-eval_app = typer.Typer(no_args_is_help=True, help="Measure methods' accuracy and cost on a benchmark.")
+eval_app = typer.Typer(cls=OneLineErrors, help="Measure methods' accuracy and cost on a benchmark.",
+                       context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_root(ctx: typer.Context):
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit()
 
 
 def split_list(text: str, convert, flag: str) -> list:
@@ -243,17 +371,17 @@ def split_list(text: str, convert, flag: str) -> list:
 
 def method_settings(settings: list[str]) -> dict:
     """``["prunevid.layer=2"]`` -> ``{"prunevid": {"layer": 2}}``."""
-    out = {}
+    parsed = {}
     for item in settings:
         name, dot, rest = item.partition(".")
         if not dot or "=" not in rest:
             fail(f"--set takes METHOD.KEY=VALUE, got {item!r}; e.g. --set prunevid.layer=2")
-        out.setdefault(name, {}).update(parse_settings([rest]))
-    return out
+        parsed.setdefault(name, {}).update(parse_settings([rest], name))
+    return parsed
 
 
 @eval_app.command("synth")
-@user_errors
+@user_errors(EVAL)
 def eval_synth(
     methods: str = typer.Option("full,uniform,random,evs", help="Comma-separated methods (`longvid methods`)."),
     keep: str = typer.Option("0.5,0.25,0.1", help="Comma-separated keep ratios for every method but full."),
@@ -267,21 +395,21 @@ def eval_synth(
                                                          "prunevid.layer=2)."),
     out_dir: Optional[str] = typer.Option(None, "--out", help="Parent of the results folder (default ./longvid-eval)."),
 ):
-    """Run the synthetic long-video QA suite through the whole pipeline; write samples, a table and a plot."""
-    import sys
+    """Run the synthetic long-video QA suite through the whole pipeline; write samples, a table and a plot.
 
-    from longvid.synth.evaluate import EvalSettings, run_eval
+    The results folder is named from the settings; running the same command again continues an interrupted run
+    where it stopped (never a duplicated row) or, when it is complete, prints its table.
+    """
+    from longvid.synth.evaluate import EvalSettings, prepare_eval, run_eval
 
     settings = EvalSettings(methods=split_list(methods, str, "--methods"), keeps=split_list(keep, float, "--keep"),
                             lengths=split_list(length, float, "--length"), n=n, seed=seed, fps=fps, model=model,
                             blank=blank, out=out_dir, overrides=method_settings(settings))
-    quiet_transformers()
-    with progress_bars() as bars:
-        task = bars.add_task("answering", total=None)
-        folder = run_eval(settings, log=err.print, progress=lambda d, t: bars.update(task, completed=d, total=t),
-                          command="longvid " + " ".join(sys.argv[1:]))
-    out.print((folder / "table.md").read_text(), markup=False, highlight=False)
-    out.print(f"results: {folder}")
+    prepared = prepare_eval(settings, command="longvid " + " ".join(sys.argv[1:]), log=lambda m: err.print(m))
+    with Bars() as bars:
+        folder = run_eval(prepared, log=bars.print, progress=lambda d, t: bars("answering", d, t))
+    print((folder / "table.md").read_text(), end="")
+    print(f"results: {folder}")
 
 
 def main() -> None:

@@ -19,33 +19,50 @@ METHODS = (("full", None), ("evs", 0.25), ("dpselect", 0.25), ("random", 0.25), 
 """Token-level methods only: their kept tokens can be drawn per frame (a KV press keeps different ones per head)."""
 
 
+def check_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | Path | None = None,
+               model: str | None = None) -> Path:
+    """Validate the demo's arguments and its output folder before anything is written; returns the folder.
+
+    The folder is created if missing and must be writable; an existing file there is refused.
+    """
+    from longvid.models import model_family
+    from longvid.output import writable_folder
+    from longvid.synth import eval_seed, make_video_spec
+    from longvid.video import cache_dir
+
+    make_video_spec(eval_seed(seed), seconds=seconds)  # validates seconds and seed with clear errors
+    if model is not None:
+        model_family(model)
+    return writable_folder(Path(out_dir) if out_dir is not None else cache_dir() / "demo", option="out")
+
+
 def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, model: str | None = None,
              console=None, progress=None) -> Path:
     """Write a synthetic video, answer its questions with every method of METHODS, print a table, draw a keep map.
 
-    Returns the folder holding ``demo.mp4`` and ``keep_map.png``. ``progress`` is an optional
-    ``(stage, done, total)`` callback.
+    Returns the folder holding ``demo.mp4`` and ``keep_map.png``. ``console`` is anything with a rich-style
+    ``print``; ``progress`` is an optional ``(stage, done, total)`` callback. Before the methods run, one untimed
+    question warms the model up, so the first method's TTFT is not the cost of a cold start.
     """
     from rich.console import Console
 
     import longvid
-    from longvid.pipeline import SamplingOptions
     from longvid.synth import eval_seed, make_questions, make_video_spec, write_video
-    from longvid.synth.evaluate import parse_letter, tiny_model_path
-    from longvid.video import cache_dir
+    from longvid.synth.evaluate import parse_letter
+    from longvid.video.options import SamplingOptions
 
     console = console or Console()
-    model = Path(model) if model else tiny_model_path()
-    spec = make_video_spec(eval_seed(seed), seconds=seconds)  # validates seconds and seed with clear errors
-    folder = Path(out_dir) if out_dir else cache_dir() / "demo"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = check_demo(seconds, seed, out_dir, model)
+    model = model or "longvid-tiny"
+    spec = make_video_spec(eval_seed(seed), seconds=seconds)
     video = write_video(spec, folder / "demo.mp4")
     questions = make_questions(spec)
     events = ", ".join(f"{e.name} ({e.quadrant}, {e.start:.0f}-{e.end:.0f} s)" for e in spec.events)
     console.print(f"[bold]longvid demo[/bold]: {video} ({seconds:g} s, seed {spec.seed}): {events}")
     console.print(f"model: {model}")
     lm = longvid.load(model)
-    frames = lm.read(video, SamplingOptions(fps=1.0))
+    frames = lm.read(video, SamplingOptions(fps=1.0), progress=progress)
+    lm.session(frames.select(slice(0, 4)), method="full").ask(questions[0].text, max_new_tokens=1)  # warm-up
     answers, kept = {}, {}
     for name, keep in METHODS:
         session = lm.session(frames, method=name, keep=keep, progress=progress)

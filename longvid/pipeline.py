@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from longvid.engine.decode import Sampling
+from longvid.errors import check_positive, option
 from longvid.engine.session import DEFAULT_CHUNK, STAGES, Answer, EncodedVideo, VideoSession, answer_with_query
 from longvid.engine.encode import encode_frames
 from longvid.methods.base import TokenPlan
@@ -22,28 +22,17 @@ from longvid.methods.compose import Method
 from longvid.methods.registry import get_method
 from longvid.models import load_adapter
 from longvid.video import Frames, plan_indices, probe, read_video
-
-
-@dataclass
-class SamplingOptions:
-    """How frames are taken from the video file (``fps`` xor ``frames``; default 1 fps)."""
-
-    fps: float | None = None
-    frames: int | None = None
-    max_frames: int | None = None
-    start: float | None = None
-    end: float | None = None
-
-    def __post_init__(self):
-        if self.fps is not None and self.frames is not None:
-            raise ValueError(f"pass fps (got {self.fps}) or frames (got {self.frames}), not both")
+from longvid.video.options import SamplingOptions
 
 
 def load(path: str | Path, *, device: str = "cpu", dtype="auto", attn_implementation: str = "sdpa",
-         min_pixels: int | None = None, max_pixels: int | None = None) -> LongVid:
-    """Load a Qwen2-VL / Qwen2.5-VL checkpoint from a local directory."""
+         min_pixels: int | None = None, max_pixels: int | None = None, progress: bool = False) -> LongVid:
+    """Load a Qwen2-VL / Qwen2.5-VL checkpoint from a local directory (``"longvid-tiny"``: the bundled model).
+
+    ``progress`` shows transformers' weight-loading bar (off by default: a library should not draw on the terminal).
+    """
     return LongVid(load_adapter(path, device=device, dtype=dtype, attn_implementation=attn_implementation,
-                                min_pixels=min_pixels, max_pixels=max_pixels))
+                                min_pixels=min_pixels, max_pixels=max_pixels, progress=progress))
 
 
 class LongVid:
@@ -53,22 +42,26 @@ class LongVid:
         self.adapter = adapter
 
     # ----- encoding ------------------------------------------------------------------------------------------
-    def read(self, video, sampling: SamplingOptions | None = None) -> Frames:
-        """Frames from a path (decoded with PyAV) or a ready ``Frames`` object (returned as is)."""
+    def read(self, video, sampling: SamplingOptions | None = None, progress=None) -> Frames:
+        """Frames from a path (decoded with PyAV, upright, resized to the model's frame size as they are decoded, so
+        memory holds the sampled frames at model resolution) or a ready ``Frames`` object (returned as is).
+
+        ``progress(stage, done, total)`` sees ``"decode"`` after every frame.
+        """
         if isinstance(video, Frames):
             return video
         s = sampling or SamplingOptions()
-        return read_video(video, fps=s.fps, num_frames=s.frames, max_frames=s.max_frames, start=s.start, end=s.end)
+        step = None if progress is None else (lambda done, total: progress("decode", done, total))
+        return read_video(video, fps=s.fps, num_frames=s.frames, max_frames=s.max_frames, start=s.start, end=s.end,
+                          size=self.adapter.frame_size, progress=step)
 
     @torch.inference_mode()
     def encode(self, video, method: Method, *, sampling: SamplingOptions | None = None, question: str | None = None,
                system: str | None = None, progress=None) -> EncodedVideo:
         """Run every stage before the LLM. ``question`` is needed only by query-aware token reducers."""
         t0 = time.perf_counter()
-        frames = self.read(video, sampling)
+        frames = self.read(video, sampling, progress)
         decode_seconds = time.perf_counter() - t0
-        if progress is not None:
-            progress("decode", 1, 1)
         adapter = self.adapter
         prefix_ids, tail_template = adapter.prompt_parts(system)
         query_embeds = None  # only query-aware reducers read the question's embeddings
@@ -81,7 +74,8 @@ class LongVid:
             progress("vision", 1, 1)
         seconds = dict.fromkeys(STAGES, 0.0) | enc.seconds | {"decode": decode_seconds}
         return EncodedVideo(enc.tokens, enc.visual_tokens, prefix_ids, tail_template, enc.next_position,
-                            enc.seconds_per_step, seconds, enc.steps, tuple(frames.frames.shape[1:3]))
+                            enc.seconds_per_step, seconds, enc.steps, tuple(frames.frames.shape[1:3]),
+                            frames.frames_planned, len(frames))
 
     # ----- questions -----------------------------------------------------------------------------------------
     def ask(self, video, question: str, *, method: str | Method = "full", keep: float | None = None,
@@ -90,7 +84,8 @@ class LongVid:
             max_new_tokens: int = 128, sampling: Sampling | None = None, chunk_size: int = DEFAULT_CHUNK,
             system: str | None = None, record_logits: bool = False, progress=None) -> Answer:
         """Answer one question about a video (a path or ``Frames``) with a registered method."""
-        method = _resolve(method, keep, budget)
+        method = self.check(method, keep, budget, question=question, max_new_tokens=max_new_tokens,
+                            chunk_size=chunk_size)
         opts = SamplingOptions(fps, frames, max_frames, start, end)
         encoded = self.encode(video, method, sampling=opts, question=question, system=system, progress=progress)
         if method.query_aware:
@@ -104,11 +99,23 @@ class LongVid:
                 start: float | None = None, end: float | None = None, chunk_size: int = DEFAULT_CHUNK,
                 system: str | None = None, progress=None) -> VideoSession:
         """Encode a video once into a (compressed) cache; ``session.ask`` then answers many questions."""
-        method = _resolve(method, keep, budget)
+        method = self.check(method, keep, budget, chunk_size=chunk_size)
         VideoSession.check_method(method)  # fail before spending time on decoding and encoding
         opts = SamplingOptions(fps, frames, max_frames, start, end)
         encoded = self.encode(video, method, sampling=opts, system=system, progress=progress)
         return VideoSession(self.adapter, encoded, method, chunk_size=chunk_size, progress=progress)
+
+    def check(self, method: str | Method, keep: float | None = None, budget: int | None = None, *,
+              question: str | None = None, max_new_tokens: int = 1, chunk_size: int = DEFAULT_CHUNK) -> Method:
+        """The Method to run, after checking everything that can be checked before decoding: the method and its
+        settings against this model, the question, ``max_new_tokens`` and ``chunk_size``. Raises ValueError."""
+        method = _resolve(method, keep, budget)
+        method.check_model(len(self.adapter.lm.layers))
+        if question is not None and (not isinstance(question, str) or not question.strip()):
+            raise ValueError(f"the question is empty ({option('question', question)}): ask something about the video")
+        check_positive("max_new_tokens", max_new_tokens, integer=True, allow_none=False)
+        check_positive("chunk_size", chunk_size, integer=True, allow_none=False)
+        return method
 
     def info(self, video, sampling: SamplingOptions | None = None) -> dict:
         """Duration, fps, codec, size and the planned visual-token count at the given sampling."""
@@ -123,7 +130,7 @@ def video_info(video, pixels, sampling: SamplingOptions | None = None) -> dict:
                                 end=s.end))
     plan = TokenPlan(pixels.temporal_patch, pixels.tokens_per_step(meta.height, meta.width), n_frames)
     return {"path": str(video), "duration": meta.duration, "fps": meta.fps, "codec": meta.codec,
-            "width": meta.width, "height": meta.height, "sampled_frames": n_frames,
+            "width": meta.width, "height": meta.height, "rotation": meta.rotation, "sampled_frames": n_frames,
             "resized": list(pixels.frame_size(meta.height, meta.width)), "tokens_per_step": plan.tokens_per_step,
             "visual_tokens": plan.total_tokens}
 
@@ -131,6 +138,7 @@ def video_info(video, pixels, sampling: SamplingOptions | None = None) -> dict:
 def _resolve(method: str | Method, keep: float | None, budget: int | None) -> Method:
     if isinstance(method, Method):
         if keep is not None or budget is not None:
-            raise ValueError("keep/budget apply to a method name; a Method object carries its own")
+            raise ValueError(f"{option('keep')}/{option('budget')} apply to a method name; a Method object carries "
+                             "its own")
         return method
     return get_method(method, keep=keep, budget=budget)

@@ -26,7 +26,8 @@ def test_ask_json_has_the_documented_keys(tiny_dirs, video_path):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(d) == {"answer", "method", "keep", "retention", "visual_tokens", "kept_tokens", "llm_tokens",
-                      "kv_bytes", "seconds"}
+                      "kv_bytes", "frames_planned", "frames_decoded", "truncated", "notes", "seconds"}
+    assert d["frames_planned"] == d["frames_decoded"] == 12 and d["truncated"] is False and d["notes"] == []
     assert set(d["seconds"]) == {"decode", "vision", "reduce", "prefill", "generate"}
     assert d["method"] == "evs" and d["keep"] == 0.5 and abs(d["retention"] - 0.5) <= 1 / d["visual_tokens"]
     assert d["kv_bytes"] > 0 and d["llm_tokens"] > d["kept_tokens"]
@@ -61,11 +62,11 @@ def test_info_reports_duration_and_planned_tokens(tiny_dirs, video_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "nope"], "unknown method 'nope'; valid methods: full, uniform, random, evs, knorm"),
-    (["--keep", "0"], "--keep must be in (0, 1]"),
-    (["--keep", "1.5"], "--keep must be in (0, 1]"),
-    (["--fps", "1", "--frames", "8"], "pass --fps or --frames, not both"),
-    (["--keep", "0.5", "--budget", "10"], "pass --keep or --budget, not both"),
+    (["--method", "nope"], "unknown method 'nope' (--method); valid methods: full, uniform, random, evs, knorm"),
+    (["--keep", "0"], "--keep 0.0 is invalid: keep must be a ratio in (0, 1]"),
+    (["--keep", "1.5"], "--keep 1.5 is invalid: keep must be a ratio in (0, 1]"),
+    (["--fps", "1", "--frames", "8"], "pass --fps (got 1.0) or --frames (got 8), not both"),
+    (["--keep", "0.5", "--budget", "10"], "pass --keep (got 0.5) or --budget (got 10), not both"),
 ])
 def test_bad_arguments_fail_with_one_line_and_exit_2(video_path, args, message):
     r = run("ask", video_path, "q?", "--model", "/nonexistent", *args)

@@ -40,13 +40,19 @@ def test_parse_letter():
     assert parse_letter("E") is None and parse_letter("") is None and parse_letter("the answer") is None
 
 
-def test_run_eval_writes_a_new_folder_every_time(untrained_tiny, tmp_path, monkeypatch):
+def test_run_eval_writes_its_folder_and_the_same_command_finds_it(untrained_tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("LONGVID_CACHE_DIR", str(tmp_path / "cache"))
     settings = EvalSettings(methods=["full", "evs", "fastv"], keeps=[0.5], lengths=[30.0], n=1, seed=3,
                             model=str(untrained_tiny), out=str(tmp_path / "out"))
     first = run_eval(settings, log=lambda _: None)
-    second = run_eval(settings, log=lambda _: None)
-    assert first != second and first.parent == second.parent
+    samples = (first / "samples.jsonl").read_text()
+    logged = []
+    second = run_eval(settings, log=logged.append)
+    assert second == first and (first / "samples.jsonl").read_text() == samples  # complete: nothing re-run
+    assert logged == [f"{first} is complete"]
+    other = run_eval(EvalSettings(methods=["full"], lengths=[30.0], n=1, seed=3, model=str(untrained_tiny),
+                                  out=str(tmp_path / "out")), log=lambda _: None)
+    assert other != first and other.parent == first.parent
     rows = [json.loads(line) for line in open(first / "samples.jsonl")]
     assert len(rows) == 6 * 3  # 6 kinds, 1 question each, 3 runs
     need = {"video", "kind", "length", "method", "keep", "answer", "truth", "correct", "retention", "llm_tokens",
@@ -59,9 +65,41 @@ def test_run_eval_writes_a_new_folder_every_time(untrained_tiny, tmp_path, monke
     table = (first / "table.md").read_text()
     assert "| 30 | evs | 0.5 | 6 |" in table and "accuracy" in table
     assert (first / "accuracy_vs_retention.png").read_bytes()[:4] == b"\x89PNG"
-    assert [json.loads(line) for line in open(second / "samples.jsonl")] == [
-        r | {"ttft": r2["ttft"], "seconds": r2["seconds"], "peak_bytes": r2["peak_bytes"]}
-        for r, r2 in zip(rows, [json.loads(line) for line in open(second / "samples.jsonl")])]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_eval_continues_where_it_stopped(untrained_tiny, tmp_path, monkeypatch):
+    """Stopped after its second unit (and with a torn last line, as a kill mid-write leaves), the same settings
+    continue: every row once, the same answers as an uninterrupted run."""
+    monkeypatch.setenv("LONGVID_CACHE_DIR", str(tmp_path / "cache"))
+    kwargs = dict(methods=["full", "evs", "fastv"], keeps=[0.5], lengths=[30.0], n=1, seed=3,
+                  model=str(untrained_tiny))
+    whole = run_eval(EvalSettings(**kwargs, out=str(tmp_path / "whole")), log=lambda _: None)
+
+    def stop_after_two(done, total):
+        if done >= 12:
+            raise Interrupt
+
+    settings = EvalSettings(**kwargs, out=str(tmp_path / "out"))
+    with pytest.raises(Interrupt):
+        run_eval(settings, log=lambda _: None, progress=stop_after_two)
+    folder = next((tmp_path / "out").iterdir())
+    assert len((folder / "samples.jsonl").read_text().splitlines()) == 12
+    with open(folder / "samples.jsonl", "a") as f:
+        f.write('{"video": "synth_')  # a row cut short by a kill
+    logged, seen = [], []
+    again = run_eval(settings, log=logged.append, progress=lambda d, t: seen.append(d))
+    assert again == folder and logged[0] == f"continuing {folder}: 6 of 18 answers left"
+    assert seen == [18]
+    rows = [json.loads(line) for line in open(folder / "samples.jsonl")]
+    reference = [json.loads(line) for line in open(whole / "samples.jsonl")]
+    key = lambda r: (r["video"], r["method"], r["kind"])  # noqa: E731
+    assert sorted(map(key, rows)) == sorted(map(key, reference)) and len(set(map(key, rows))) == 18
+    answers = {key(r): r["answer"] for r in reference}
+    assert all(answers[key(r)] == r["answer"] for r in rows)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -75,4 +113,5 @@ def test_eval_synth_bad_input_is_one_line(args, message, tmp_path):
     result = CliRunner().invoke(app, ["eval", "synth", "--out", str(tmp_path), *args])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing written

@@ -118,8 +118,17 @@ def test_query_aware_presets_refused_in_sessions(lm, frames, name):
 
 
 def test_pruner_layer_outside_the_model_is_a_clear_error(lm, frames):
-    with pytest.raises(ValueError, match="prunes after layer 10, but the model has 2 layers"):
-        lm.ask(frames, "q?", method="prunevid", max_new_tokens=1)
+    with pytest.raises(ValueError, match=r"method 'prunevid': layer=10 is past the model's last decoder layer: it has "
+                                         r"2 layers \(0..1\)"):
+        lm.ask(frames, "q?", method=longvid.get_method("prunevid", layer=10), max_new_tokens=1)
+
+
+@pytest.mark.parametrize("layers, expected", [(32, 10), (28, 9), (4, 1), (2, 1), (1, 0)])
+def test_prunevid_layer_is_a_relative_depth_unless_given(layers, expected):
+    """The paper's K=10 of 32 layers, on every model; an explicit layer wins."""
+    assert PruneVidPrune().layer_index(layers) == expected
+    assert PruneVidPrune(layer=3).layer_index(layers) == 3
+    assert PruneVidPrune(depth=0.5).layer_index(layers) == min(layers - 1, layers // 2)
 
 
 def test_presets_route_overrides_and_reject_unknown_ones():
@@ -128,5 +137,5 @@ def test_presets_route_overrides_and_reject_unknown_ones():
     assert longvid.get_method("fastv").layer_pruner.keep == 0.5
     with pytest.raises(ValueError, match="method 'fastv' has no setting 'tau'"):
         longvid.get_method("fastv", tau=0.5)
-    with pytest.raises(ValueError, match="--keep/--budget do not apply"):
+    with pytest.raises(ValueError, match="keep/budget do not apply"):
         longvid.get_method("prunevid-merge", keep=0.5)

@@ -27,7 +27,8 @@ def full_answers(lms, frames):
 
 # "keep everything": keep=1, and for PruneVid no static slot (tau > 1), no merging, and a layer the tiny model has
 KEEP_EVERYTHING = {"prunevid": dict(keep=1.0, tau=1.01, cluster_ratio=1.0, layer=0),
-                   "prunevid-merge": dict(tau=1.01, cluster_ratio=1.0)}
+                   "prunevid-merge": dict(tau=1.01, cluster_ratio=1.0),
+                   "retake": dict(keep=1.0, yarn_factor=None)}  # the released recipe's YaRN RoPE changes the model
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -162,9 +163,10 @@ def test_query_aware_method_refused_in_sessions(lm, frames):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(keep=0.0), r"keep must be a ratio in \(0, 1\]"),
-    (dict(keep=1.5), r"keep must be a ratio in \(0, 1\]"),
-    (dict(budget=0), "budget must be a positive"),
+    (dict(keep=0.0), r"keep=0.0 is invalid: keep must be a ratio in \(0, 1\]"),
+    (dict(keep=1.5), r"keep=1.5 is invalid: keep must be a ratio in \(0, 1\]"),
+    (dict(budget=0), "budget=0 is invalid: budget must be a positive"),
+    (dict(keep=True), r"keep=True is invalid"),
     (dict(keep=0.5, budget=10), "not both"),
 ])
 def test_bad_keep_or_budget(kwargs, match):
@@ -183,7 +185,8 @@ def test_keep_ratio_flag_says_whether_keep_applies(name):
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError, match="unknown method 'nope'; valid methods: full, uniform, random, evs, knorm"):
+    with pytest.raises(ValueError, match=r"unknown method 'nope' \(method\); valid methods: full, uniform, random, "
+                                         "evs, knorm"):
         get_method("nope")
 
 

@@ -90,9 +90,9 @@ def forward(
     impl = lm.config._attn_implementation
     if pruner is not None and attention_mask is not None:
         raise ValueError("an attention_mask override cannot be combined with a layer pruner")
-    if pruner is not None and not 0 <= pruner.layer < len(lm.layers):
-        raise ValueError(f"{type(pruner).__name__} prunes after layer {pruner.layer}, but the model has "
-                         f"{len(lm.layers)} layers (0..{len(lm.layers) - 1}); pass layer=... within that range")
+    if pruner is not None:
+        pruner.check_layers(len(lm.layers))
+        prune_at = pruner.layer_index(len(lm.layers))
     past = cache.get_seq_length()
     q_len = hidden.shape[1]
     mask = attention_mask if attention_mask is not None else causal_mask(
@@ -102,7 +102,7 @@ def forward(
     for i, layer in enumerate(lm.layers):
         hidden_in = hidden
         hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache, use_cache=True)
-        if pruner is not None and i == pruner.layer:
+        if pruner is not None and i == prune_at:
             ctx = PruneContext(i, layer, hidden_in, hidden, cos_sin, visual, query, groups)
             kept = _checked_keep(pruner.select(ctx), visual)
             hidden = hidden[:, kept]

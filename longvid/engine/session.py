@@ -34,7 +34,8 @@ class RunStats:
 
     ``visual_tokens``: visual tokens of the sampled frames before any stage; ``kept_tokens``: visual tokens (or, under
     a KV press, visual KV entries per layer and head) that the answer attends to; ``llm_tokens``: tokens fed to the LLM
-    in prefill; ``kv_bytes``: cache size after prefill; ``seconds``: time per stage.
+    in prefill; ``kv_bytes``: cache size after prefill; ``seconds``: time per stage; ``frames_planned`` /
+    ``frames_decoded``: frames the sampling asked for and got (fewer when the file is truncated or damaged).
     """
 
     method: str
@@ -45,6 +46,14 @@ class RunStats:
     llm_tokens: int
     kv_bytes: int
     seconds: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    frames_planned: int = 0
+    frames_decoded: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def truncated(self) -> bool:
+        """The video broke or ended before every planned frame decoded; the answer saw ``frames_decoded`` frames."""
+        return self.frames_decoded < self.frames_planned
 
     @property
     def retention(self) -> float:
@@ -67,7 +76,8 @@ class Answer:
         s = self.stats
         return {"answer": self.text, "method": s.method, "keep": s.keep, "retention": s.retention,
                 "visual_tokens": s.visual_tokens, "kept_tokens": s.kept_tokens, "llm_tokens": s.llm_tokens,
-                "kv_bytes": s.kv_bytes, "seconds": {k: round(v, 4) for k, v in s.seconds.items()}}
+                "kv_bytes": s.kv_bytes, "frames_planned": s.frames_planned, "frames_decoded": s.frames_decoded,
+                "truncated": s.truncated, "notes": s.notes, "seconds": {k: round(v, 4) for k, v in s.seconds.items()}}
 
 
 @dataclass
@@ -87,6 +97,8 @@ class EncodedVideo:
     seconds: dict
     steps: int = 0
     frame_shape: tuple[int, int] | None = None
+    frames_planned: int = 0
+    frames_decoded: int = 0
 
 
 class VideoSession:
@@ -108,6 +120,7 @@ class VideoSession:
         self.chunk_size, self.progress = chunk_size, progress
         self.seconds = dict(encoded.seconds)
         self.visual_tokens = encoded.visual_tokens
+        self.frames = [encoded.frames_planned, encoded.frames_decoded]  # planned, decoded (extend adds to both)
         self.llm_tokens = len(encoded.prefix_ids) + len(encoded.tokens)
         self.visual_seen = 0
         self.time_shift = 0  # temporal shift (<= 0) a press applied to everything after what it squeezed (PivotKV)
@@ -138,6 +151,8 @@ class VideoSession:
             self.seconds[stage] += sec
         self.steps += enc.steps
         self.visual_tokens += enc.visual_tokens
+        self.frames[0] += frames.frames_planned
+        self.frames[1] += len(frames)
         self.llm_tokens += len(enc.tokens)
         self.extend_tokens(enc.tokens)
         self.next_position = max(self.next_position, enc.next_position)
@@ -217,7 +232,8 @@ class VideoSession:
         seconds["prefill"] += time.perf_counter() - t0
         kept = self.kept_visual()
         stats = RunStats(self.method.name, self.method.keep, self.method.budget, self.visual_tokens, kept,
-                         self.llm_tokens + len(tail), kv_bytes(cache), seconds)
+                         self.llm_tokens + len(tail), kv_bytes(cache), seconds, *self.frames)
+        stats.notes = run_notes(self.method, stats, self.encoded.tokens.tokens_per_step)
         return _decode(adapter, lm, cache, logits, pos[:, 0, -1], stats, max_new_tokens, sampling, record_logits,
                        self.progress)
 
@@ -254,9 +270,41 @@ def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, 
         progress("prefill", 1, 1)
     n_kept = int(visual[kept].sum()) if kept is not None else n_vis
     stats = RunStats(method.name, method.keep, method.budget, encoded.visual_tokens, n_kept,
-                     n_pre + n_vis + n_tail, kv_bytes(cache), seconds)
+                     n_pre + n_vis + n_tail, kv_bytes(cache), seconds, encoded.frames_planned, encoded.frames_decoded)
+    stats.notes = run_notes(method, stats, tokens.tokens_per_step)
     return _decode(adapter, lm, cache, logits, torch.tensor(encoded.next_position + n_tail), stats, max_new_tokens,
                    sampling, record_logits, progress)
+
+
+def run_notes(method, stats: RunStats, tokens_per_step: int) -> list[str]:
+    """What a user should know about a run beyond its answer: a truncated video, a method that reduced nothing, or a
+    requested ratio it could not meet (by more than half a temporal step: methods that keep whole steps, or the first
+    step whole, cannot go below one step)."""
+    from longvid.errors import option
+    from longvid.methods.budget import num_to_keep
+    from longvid.methods.registry import METHODS
+
+    notes = []
+    if stats.truncated:
+        notes.append(f"the video broke off: the answer saw {stats.frames_decoded} of the {stats.frames_planned} "
+                     "planned frames")
+    if not method.stages() or stats.visual_tokens == 0:
+        return notes
+    spec = METHODS.get(method.name)
+    asked = option("keep", method.keep) if method.keep is not None else option("budget", method.budget)
+    if stats.kept_tokens >= stats.visual_tokens and not (method.keep == 1 and method.budget is None):
+        why = (f"{asked} cannot drop a token of this clip" if method.keep is not None or method.budget is not None
+               else f"its default operating point does not reduce a prompt of {stats.llm_tokens} tokens (see `longvid "
+                    f"methods`); pass {option('keep')} or {option('budget')}")
+        notes.append(f"{method.name} reduced nothing: it kept all {stats.visual_tokens} visual tokens; {why}")
+    elif (spec is None or spec.keep_is_retention) and (method.keep is not None or method.budget is not None):
+        target = num_to_keep(stats.visual_tokens, method.keep, method.budget)
+        if abs(stats.kept_tokens - target) > max(1, tokens_per_step // 2):
+            notes.append(f"{method.name} kept {stats.kept_tokens} of {stats.visual_tokens} visual tokens (retention "
+                         f"{stats.retention:.3f}), not the {target} that {asked} asks for: it works in whole temporal "
+                         f"steps of {tokens_per_step} tokens, or keeps the first step whole, and this clip has "
+                         f"{-(-stats.visual_tokens // tokens_per_step)} steps")
+    return notes
 
 
 def _decode(adapter, lm, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress):

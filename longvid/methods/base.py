@@ -15,28 +15,20 @@ from typing import ClassVar
 
 import torch
 
+from longvid.errors import setting
+from longvid.methods.budget import check_keep_budget, num_to_keep, num_to_keep_floor  # noqa: F401 (re-exported)
 from longvid.tokens import VisualTokens
 
 
-def check_keep_budget(keep: float | None, budget: int | None) -> None:
-    """Validate a keep ratio in (0, 1] or a positive token budget (not both)."""
-    if keep is not None and budget is not None:
-        raise ValueError(f"pass keep (got {keep}) or budget (got {budget}), not both")
-    if keep is not None and not (isinstance(keep, (int, float)) and 0.0 < keep <= 1.0):
-        raise ValueError(f"keep must be a ratio in (0, 1], got {keep!r}; e.g. keep=0.25 keeps a quarter")
-    if budget is not None and not (isinstance(budget, int) and budget >= 1):
-        raise ValueError(f"budget must be a positive number of visual tokens, got {budget!r}")
+def top_k_indices(scores: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
+    """Indices of the ``k`` largest ``scores`` along ``dim``, in increasing order; ties go to the earliest index.
 
-
-def num_to_keep(total: int, keep: float | None, budget: int | None, minimum: int = 1) -> int:
-    """How many of ``total`` visual tokens to keep: ``round(keep * total)`` or ``budget``, within [minimum, total]."""
-    if budget is not None:
-        n = budget
-    elif keep is not None:
-        n = math.floor(keep * total + 0.5)
-    else:
-        n = total
-    return int(min(total, max(minimum, n)))
+    ``torch.topk`` breaks ties arbitrarily, differently on CPU and GPU; a stable descending sort makes every selection
+    in the library deterministic on every device, and is the order vLLM's EVS uses (``argsort(descending=True,
+    stable=True)``), so on a static video the earliest temporal steps keep their tokens.
+    """
+    order = torch.sort(scores, dim=dim, descending=True, stable=True).indices
+    return order.narrow(dim, 0, k).sort(dim=dim).values
 
 
 @dataclass
@@ -113,9 +105,7 @@ class ScoredTokenReducer(TokenReducer, Budget):
         n_keep = num_to_keep(len(tokens), self.keep, self.budget, self.min_keep(tokens))
         if n_keep >= len(tokens):
             return tokens
-        scores = self.score(tokens, query_embeds)
-        index = torch.topk(scores.float(), n_keep, sorted=False).indices.sort().values
-        return tokens.select(index)
+        return tokens.select(top_k_indices(self.score(tokens, query_embeds).float(), n_keep))
 
 
 @dataclass
@@ -161,6 +151,18 @@ class LayerPruner(Stage):
 
     layer: int = 2
     query_aware = True
+
+    def layer_index(self, num_layers: int) -> int:
+        """The layer this pruner scores at, in a model with ``num_layers`` decoder layers (a relative depth may
+        resolve differently per model)."""
+        return self.layer
+
+    def check_layers(self, num_layers: int) -> None:
+        """Raise a one-line ValueError if this pruner's layer does not exist in a model of ``num_layers`` layers."""
+        layer = self.layer_index(num_layers)
+        if not 0 <= layer < num_layers:
+            raise ValueError(f"{setting('layer', layer)} is past the model's last decoder layer: it has {num_layers} "
+                             f"layers (0..{num_layers - 1}); pass a layer in that range")
 
     def select(self, ctx: PruneContext) -> torch.Tensor:
         """Sorted indices (L',) of the sequence positions to keep; every non-visual position must be kept."""
@@ -240,7 +242,7 @@ class KVPress(Stage, Budget):
             if n_evictable <= n_keep:
                 continue
             scores = self.score(layer_idx, keys[:, :, chunk.n_protected:], values[:, :, chunk.n_protected:])
-            keep = torch.topk(scores.float(), n_keep, dim=-1, sorted=False).indices.sort(dim=-1).values
+            keep = top_k_indices(scores.float(), n_keep)
             layer.keys = gather_entries(keys, keep, chunk.n_protected)
             layer.values = gather_entries(values, keep, chunk.n_protected)
         return 0

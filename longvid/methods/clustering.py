@@ -73,7 +73,8 @@ def dpc_knn(
     denser = rank.unsqueeze(-2) < rank.unsqueeze(-1)  # [i, j]: j is denser than i
     dist_max = dist.flatten(-2).amax(-1)[..., None, None]
     delta = torch.where(denser, dist, dist_max).amin(-1)  # the densest point has no denser one: dist_max
-    centres = (density * delta).topk(n_clusters, dim=-1).indices  # (..., K), best first
+    # (..., K), best first; a stable sort so that equal scores go to the lower index on every device
+    centres = (density * delta).sort(dim=-1, descending=True, stable=True).indices[..., :n_clusters]
     to_centres = dist.gather(-1, centres.unsqueeze(-2).expand(*batch, m, n_clusters))  # (..., M, K)
     labels = to_centres.argmin(-1)
     own = torch.arange(n_clusters, device=x.device).expand(*batch, n_clusters)

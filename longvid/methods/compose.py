@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from longvid.errors import method_context
 from longvid.methods.base import FrameSelector, KVPress, LayerPruner, TokenReducer
 
 
@@ -30,6 +31,17 @@ class Method:
     @property
     def query_aware(self) -> bool:
         return any(stage.query_aware for stage in self.stages())
+
+    def check_model(self, num_layers: int) -> None:
+        """Raise a one-line ValueError naming this method if a stage cannot run on a model with ``num_layers``
+        decoder layers (e.g. a layer pruner's layer past the last one), before any work is done."""
+        if self.layer_pruner is None:
+            return
+        with method_context(self.name):
+            try:
+                self.layer_pruner.check_layers(num_layers)
+            except ValueError as err:
+                raise ValueError(f"method {self.name!r}: {err}") from None
 
     def language_model(self, lm):
         """The language model this method runs on: a stage may swap a module (PivotKV's YaRN RoPE), never mutate."""

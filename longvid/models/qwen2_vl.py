@@ -14,7 +14,6 @@ ignores the temporal extent of a long video; the two agree when ``T <= max(H, W)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from longvid.engine.forward import LanguageModel
+from longvid.errors import check_positive, option
 from longvid.video import smart_resize, resize_frames
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -66,10 +66,12 @@ class PixelPlan:
     @classmethod
     def create(cls, patch_size=14, merge=2, temporal_patch=2, min_pixels=None, max_pixels=None) -> PixelPlan:
         """Defaults as Qwen2VLVideoProcessor; a max below the default min lowers the min with it."""
-        max_pixels = max_pixels or DEFAULT_MAX_PIXELS
-        min_pixels = min_pixels or min(DEFAULT_MIN_PIXELS, max_pixels)
+        check_positive("min_pixels", min_pixels, integer=True)
+        check_positive("max_pixels", max_pixels, integer=True)
+        max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+        min_pixels = min(DEFAULT_MIN_PIXELS, max_pixels) if min_pixels is None else min_pixels
         if min_pixels > max_pixels:
-            raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+            raise ValueError(f"{option('min_pixels', min_pixels)} must not exceed {option('max_pixels', max_pixels)}")
         return cls(patch_size, merge, temporal_patch, min_pixels, max_pixels)
 
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
@@ -84,10 +86,13 @@ class PixelPlan:
 
 def pixel_plan_from_checkpoint(path: Path, min_pixels: int | None = None, max_pixels: int | None = None) -> PixelPlan:
     """The geometry from config.json and the preprocessor config, without loading weights."""
-    vc = json.loads((path / "config.json").read_text()).get("vision_config", {})
+    from longvid.models import read_json, read_preprocessor_config
+
+    vc = read_json(path / "config.json").get("vision_config", {})
     pre = read_preprocessor_config(path)
     return PixelPlan.create(vc.get("patch_size", 14), vc.get("spatial_merge_size", 2), vc.get("temporal_patch_size", 2),
-                            min_pixels or pre.get("min_pixels"), max_pixels or pre.get("max_pixels"))
+                            pre.get("min_pixels") if min_pixels is None else min_pixels,
+                            pre.get("max_pixels") if max_pixels is None else max_pixels)
 
 
 class Qwen2VLAdapter:
@@ -147,6 +152,26 @@ class Qwen2VLAdapter:
         return VideoInputs(pixel_values, (t, gh, gw), times[::tp].clone(), _seconds_per_step(times, tp))
 
     # ----- vision encoder ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_video(self, frames: np.ndarray, timestamps, max_window_patches: int = 16384
+                     ) -> tuple[torch.Tensor, VideoInputs]:
+        """(N, D) visual tokens of uint8 frames (T, H, W, 3), preprocessing and encoding a window of temporal steps
+        at a time, so the float pixels never exist for the whole video (at 1 fps an hour of 560 x 1008 frames is
+        24 GiB of float32). Returns the tokens and the video's grid, step times and seconds per step
+        (``pixel_values`` is None). Equal to ``encode(preprocess(frames, timestamps))``.
+        """
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+            raise ValueError(f"frames must be a non-empty uint8 array (T, H, W, 3), got shape {frames.shape}")
+        height, width = self.frame_size(frames.shape[1], frames.shape[2])
+        tp = self.temporal_patch
+        gh, gw = height // self.patch_size, width // self.patch_size
+        per_window = max(1, max_window_patches // (gh * gw)) * tp  # frames, whole temporal steps
+        out = [self.encode(self.preprocess(frames[a:a + per_window], timestamps[a:a + per_window]), max_window_patches)
+               for a in range(0, len(frames), per_window)]
+        times = torch.as_tensor(np.asarray(timestamps, dtype=np.float64))
+        grid = (-(-len(frames) // tp), gh, gw)
+        return torch.cat(out), VideoInputs(None, grid, times[::tp].clone(), _seconds_per_step(times, tp))
+
     @torch.inference_mode()
     def encode(self, video: VideoInputs, max_window_patches: int = 16384) -> torch.Tensor:
         """(N, D) LLM-space visual tokens, encoding a few temporal steps at a time.
@@ -220,20 +245,3 @@ def _seconds_per_step(times: torch.Tensor, temporal_patch: int) -> float:
         return float(temporal_patch)
     spacing = float(times[-1] - times[0]) / (times.numel() - 1)
     return temporal_patch * (spacing if spacing > 0 else 1.0)
-
-
-def read_preprocessor_config(path: Path) -> dict:
-    """min/max pixels and mean/std from the checkpoint's video or image preprocessor config, when present."""
-    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
-        f = path / name
-        if f.is_file():
-            cfg = json.loads(f.read_text())
-            size = cfg.get("size") or {}
-            out = {
-                "min_pixels": cfg.get("min_pixels") or size.get("shortest_edge"),
-                "max_pixels": cfg.get("max_pixels") or size.get("longest_edge"),
-                "image_mean": cfg.get("image_mean"),
-                "image_std": cfg.get("image_std"),
-            }
-            return {k: v for k, v in out.items() if v is not None}
-    return {}

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from longvid.errors import check_positive, option
 from longvid.synth.questions import KINDS, LETTERS, make_questions
 from longvid.synth.seeds import EVAL_SEEDS, eval_seed
 from longvid.synth.spec import SECONDS_RANGE, make_video_spec
@@ -44,7 +45,9 @@ DEFAULT_FPS = 1.0
 
 def tiny_model_path() -> Path:
     """The bundled ``longvid-tiny`` checkpoint (trained by ``python -m longvid.synth.train``)."""
-    return Path(__file__).resolve().parent.parent / "assets" / "longvid-tiny"
+    from longvid.models import BUNDLED_MODELS
+
+    return BUNDLED_MODELS["longvid-tiny"]
 
 
 @dataclass
@@ -65,28 +68,30 @@ class EvalSettings:
     def __post_init__(self):
         from longvid.methods.registry import METHODS
 
+        methods = option("methods", ",".join(self.methods))
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(f"--methods {','.join(self.methods)!r} has unknown methods {unknown}; pass a comma "
-                             f"list of: {', '.join(METHODS)}")
+            raise ValueError(f"{methods} has unknown methods {unknown}; pass a comma list of: {', '.join(METHODS)}")
         stray = [m for m in self.overrides if m not in self.methods]
         if stray:
-            raise ValueError(f"--set names methods {stray} that are not in --methods {','.join(self.methods)}")
+            raise ValueError(f"--set names methods {stray} that are not in {methods}")
         for k in self.keeps:
-            if not (isinstance(k, (int, float)) and 0 < k <= 1):
-                raise ValueError(f"--keep {k!r} is invalid: every keep ratio must be in (0, 1]. Pass e.g. 0.5,0.25")
+            if isinstance(k, bool) or not (isinstance(k, (int, float)) and 0 < k <= 1):
+                raise ValueError(f"{option('keeps', k)} is invalid: every keep ratio must be in (0, 1]; pass e.g. "
+                                 "0.5,0.25")
         lo, hi = SECONDS_RANGE
         for length in self.lengths:
             if not lo <= length <= hi:
-                raise ValueError(f"--length {length!r} is invalid: it must be in [{lo:g}, {hi:g}] seconds")
-        if not (isinstance(self.n, int) and self.n >= 1):
-            raise ValueError(f"--n {self.n!r} is invalid: it must be a positive number of questions per kind")
-        if not (isinstance(self.seed, int) and 0 <= self.seed < len(EVAL_SEEDS) // 2):
-            raise ValueError(f"--seed {self.seed!r} is invalid: it must be an int in [0, {len(EVAL_SEEDS) // 2})")
-        if not self.fps > 0:
-            raise ValueError(f"--fps {self.fps!r} is invalid: it must be > 0")
+                raise ValueError(f"{option('lengths', length)} is invalid: it must be in [{lo:g}, {hi:g}] seconds")
+        if isinstance(self.n, bool) or not (isinstance(self.n, int) and self.n >= 1):
+            raise ValueError(f"{option('n', self.n)} is invalid: it must be a positive number of questions per kind")
+        if isinstance(self.seed, bool) or not (isinstance(self.seed, int) and 0 <= self.seed < len(EVAL_SEEDS) // 2):
+            raise ValueError(f"{option('seed', self.seed)} is invalid: it must be an int in [0, "
+                             f"{len(EVAL_SEEDS) // 2})")
+        check_positive("fps", self.fps)
         for m in self.methods:  # unknown or bad settings fail now, not after the videos are written
-            self.method(m, None if not self.takes_keep(m) else self.keeps[0])
+            for keep in (self.keeps if self.takes_keep(m) else [None]):
+                self.method(m, keep)
 
     def method(self, name: str, keep: float | None):
         from longvid.methods.registry import get_method
@@ -208,51 +213,140 @@ def _rss() -> int:
 
 
 # ----- running ------------------------------------------------------------------------------------------------------
-def _new_folder(parent: Path, name: str) -> Path:
-    parent.mkdir(parents=True, exist_ok=True)
+@dataclass
+class PreparedEval:
+    """An evaluation checked and ready to run: everything that can fail on bad input has been tried, and only the
+    results folder (with its config.json) exists. ``done`` holds the (length, video, method, keep) units an earlier,
+    interrupted run of the same settings already wrote to ``samples.jsonl``."""
+
+    settings: EvalSettings
+    lm: object
+    folder: Path
+    plans: list
+    done: set
+    total: int
+
+
+def _folder_for(parent: Path, name: str, config: dict) -> tuple[Path, bool]:
+    """The folder of a run with ``config``: an existing one with the same settings and model (resumed), or the first
+    free name (``name``, ``name_2``, ...). Returns (folder, resumed)."""
     for i in range(1, 10_000):
         path = parent / (name if i == 1 else f"{name}_{i}")
+        if not path.exists():
+            return path, False
         try:
-            path.mkdir()
-            return path
-        except FileExistsError:
+            old = json.loads((path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
             continue
-    raise FileExistsError(f"too many result folders named {name} in {parent}; pass another --out")
+        if old.get("settings") == config["settings"] and old.get("model") == config["model"]:
+            return path, True
+    raise ValueError(f"too many result folders named {name} in {parent}; pass another {option('out')}")
 
 
-def run_eval(settings: EvalSettings, *, lm=None, log=print, progress=None, command: str | None = None) -> Path:
-    """Run the evaluation and write its folder; returns the folder. ``progress(done, total)`` is optional."""
+def _unit(row: dict) -> tuple:
+    return row["length"], row["video"], row["method"], row["keep"]
+
+
+def _load_done(samples: Path, sizes: dict) -> set:
+    """Units whose every row is in ``samples``; rewrites the file without a torn last line or a unit cut short (a run
+    interrupted while writing), so the same command continues without a duplicated or missing row."""
+    if not samples.exists():
+        return set()
+    rows, torn = [], False
+    with open(samples) as f:
+        for line in f:
+            try:
+                if not line.endswith("\n"):
+                    raise json.JSONDecodeError("no newline", line, len(line))
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                torn = True
+    counts = defaultdict(int)
+    for row in rows:
+        counts[_unit(row)] += 1
+    done = {unit for unit, n in counts.items() if n == sizes.get(unit[:2])}
+    keep = [row for row in rows if _unit(row) in done]
+    if torn or len(keep) < len(rows):
+        tmp = samples.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in keep))
+        tmp.replace(samples)
+    return done
+
+
+def prepare_eval(settings: EvalSettings, *, lm=None, command: str | None = None, log=print) -> PreparedEval:
+    """Check everything before anything is written (methods and their settings against the model, the model, the
+    output folder), then create the results folder and its config.json, or find the folder of an interrupted run of
+    the same settings and model, which then continues."""
     import longvid
-    from longvid.pipeline import SamplingOptions
+    from longvid.output import writable_folder
 
     model = settings.model or str(tiny_model_path())
     lm = lm or longvid.load(model)
-    folder = _new_folder(Path(settings.out or "longvid-eval"), settings.folder_name())
-    runs = settings.runs()
+    for method, keep in settings.runs():
+        settings.method(method, keep).check_model(len(lm.adapter.lm.layers))
+    parent = writable_folder(Path(settings.out or "longvid-eval"), option="out")
+    config = dict(settings=asdict(settings), model=str(model), command=command or " ".join(sys.argv),
+                  started=time.strftime("%Y-%m-%d %H:%M:%S"), torch=torch.__version__,
+                  python=platform.python_version(), device=str(lm.adapter.device), machine=platform.machine(),
+                  cpus=os.cpu_count())
+    folder, resumed = _folder_for(parent, settings.folder_name(), config)
     plans = [(length, *select_questions(length, settings.n, settings.seed)) for length in settings.lengths]
-    total = sum(len(rows) for _, _, rows in plans) * len(runs)
-    config = dict(settings=asdict(settings), model=model, command=command or " ".join(sys.argv), started=time.strftime(
-        "%Y-%m-%d %H:%M:%S"), torch=torch.__version__, python=platform.python_version(), device=str(lm.adapter.device),
-        machine=platform.machine(), cpus=os.cpu_count())
-    (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    sizes = defaultdict(int)
+    for length, _, rows in plans:
+        for row in rows:
+            sizes[(length, f"{row['video_id']}.mp4")] += 1
+    total = sum(sizes.values()) * len(settings.runs())
+    if resumed:
+        done = _load_done(folder / "samples.jsonl", sizes)
+        left = total - sum(sizes[unit[:2]] for unit in done)
+        log(f"continuing {folder}: {left} of {total} answers left" if left else f"{folder} is complete")
+    else:
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+        done = set()
+    return PreparedEval(settings, lm, folder, plans, done, total)
+
+
+def run_eval(prepared: PreparedEval | EvalSettings, *, log=print, progress=None, command: str | None = None) -> Path:
+    """Run (or continue) the evaluation and write its folder; returns the folder.
+
+    Each (video, method, keep) unit's rows are written and flushed together, so an interrupted run loses at most the
+    unit in flight, and running the same settings again continues after the last complete unit.
+    ``progress(done, total)`` is optional.
+    """
+    from longvid.video.options import SamplingOptions
+
+    if isinstance(prepared, EvalSettings):
+        prepared = prepare_eval(prepared, command=command, log=log)
+    settings, lm, folder = prepared.settings, prepared.lm, prepared.folder
+    runs = settings.runs()
     done = 0
-    with open(folder / "samples.jsonl", "w") as samples:
-        for length, n_videos, rows in plans:
-            suite = ensure_suite(length, n_videos, settings.seed, settings.blank, log)
+    for length, _, rows in prepared.plans:
+        for row in rows:
+            done += sum((length, f"{row['video_id']}.mp4", m, k) in prepared.done for m, k in runs)
+    with open(folder / "samples.jsonl", "a") as samples:
+        for length, n_videos, rows in prepared.plans:
             by_video = defaultdict(list)
             for row in rows:
                 by_video[row["video_id"]].append(row)
+            todo = {vid: [(m, k) for m, k in runs if (length, f"{vid}.mp4", m, k) not in prepared.done]
+                    for vid in by_video}
+            if not any(todo.values()):
+                continue
+            suite = ensure_suite(length, n_videos, settings.seed, settings.blank, log)
             for video_id, questions in by_video.items():
+                if not todo[video_id]:
+                    continue
                 path = suite / f"{video_id}.mp4"
                 frames = lm.read(str(path), SamplingOptions(fps=settings.fps))
-                for method, keep in runs:
-                    for row in answer_video(lm, frames, settings.method(method, keep), questions):
-                        samples.write(json.dumps(dict(video=path.name, length=length, method=method, keep=keep,
-                                                      **row)) + "\n")
+                for method, keep in todo[video_id]:
+                    unit = [json.dumps(dict(video=path.name, length=length, method=method, keep=keep, **row)) + "\n"
+                            for row in answer_video(lm, frames, settings.method(method, keep), questions)]
+                    samples.write("".join(unit))
+                    samples.flush()
                     done += len(questions)
                     if progress is not None:
-                        progress(done, total)
-                samples.flush()
+                        progress(done, prepared.total)
     summarize(folder)
     return folder
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 
 import av
 import numpy as np
+
+from longvid.errors import option
 
 from .errors import (
     NoFramesError,
@@ -28,6 +31,7 @@ from .errors import (
     VideoError,
     VideoNotFoundError,
 )
+from .resize import resize_frame
 from .sample import choose_strategy, plan_indices
 
 __all__ = ["STRATEGIES", "VideoInfo", "Frames", "probe", "read_video"]
@@ -50,6 +54,8 @@ class VideoInfo:
     codec: str
     start_time: float  # presentation time of the first decoded frame
     keyframe_interval: float | None  # median gap of the first keyframes; None when fewer than two were found
+    rotation: int = 0  # degrees players turn the decoded picture clockwise (a phone's display matrix); width and
+    # height above are as displayed, i.e. swapped from the coded size at 90 and 270
 
 
 @dataclass
@@ -65,12 +71,15 @@ class Frames:
     indices : np.ndarray
         int64 (T,), frame index in decode order (0-based).
     info : VideoInfo
+    planned : int or None
+        Frames the sampling planned; more than T when the stream broke early (``truncated``). None: T.
     """
 
     frames: np.ndarray
     timestamps: np.ndarray
     indices: np.ndarray
     info: VideoInfo
+    planned: int | None = None
 
     def __post_init__(self):
         if not len(self.frames) == len(self.timestamps) == len(self.indices):
@@ -82,24 +91,59 @@ class Frames:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def frames_planned(self) -> int:
+        return len(self) if self.planned is None else self.planned
+
+    @property
+    def truncated(self) -> bool:
+        """The stream broke or ended before every planned frame was decoded."""
+        return self.frames_planned > len(self)
+
     def select(self, idx) -> Frames:
-        """Subset by positions (int array/list, bool mask of length T, or slice); always keeps the T axis."""
+        """Subset by positions (int array/list, bool mask of length T, or slice); always keeps the T axis.
+
+        ``planned`` follows the selection: a selected subset of a complete read is complete."""
         idx = idx if isinstance(idx, slice) else np.atleast_1d(np.asarray(idx))
-        return Frames(self.frames[idx], self.timestamps[idx], self.indices[idx], self.info)
+        return Frames(self.frames[idx], self.timestamps[idx], self.indices[idx], self.info,
+                      None if self.planned is None else len(self.indices[idx]) + self.planned - len(self))
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_IMAGE_DEMUXERS = ("image2", "image2pipe")  # and every "*_pipe" demuxer: FFmpeg's single-image readers
+
+
+def check_path(path: str) -> None:
+    """Raise `VideoNotFoundError` unless ``path`` names an existing regular file (URLs and folders are refused)."""
+    if not path.strip():
+        raise VideoNotFoundError("the video path is empty: pass a video file, e.g. talk.mp4")
+    if _URL.match(path):
+        raise VideoNotFoundError(f"{path} is a URL; longvid reads local files only: download it first (e.g. curl -LO "
+                                 f"'{path}') and pass the downloaded file")
+    if os.path.isdir(path):
+        raise VideoNotFoundError(f"{path} is a directory, not a video file: pass one video inside it")
+    if not os.path.exists(path):
+        raise VideoNotFoundError(f"video file not found: {path} (relative paths resolve against {os.getcwd()})")
+    if not os.path.isfile(path):
+        raise VideoNotFoundError(f"{path} is not a regular file (a device, pipe or socket): pass a video file")
 
 
 def _open(path: str) -> av.container.InputContainer:
-    if not os.path.isfile(path):
-        raise VideoNotFoundError(
-            f"Video file not found: {path}. Check the path (relative paths resolve against {os.getcwd()})."
-        )
+    check_path(path)
     try:
-        return av.open(path, mode="r")
-    except av.FFmpegError as err:
+        container = av.open(path, mode="r")
+    except (av.FFmpegError, UnicodeDecodeError) as err:
         raise NotAVideoError(
             f"{path} is not a readable video: FFmpeg cannot open it ({err}). Pass a video file such as .mp4, .mkv "
             "or .webm; if this is one, it is damaged (e.g. cut short while copying): download or re-encode it."
         ) from err
+    demuxer = container.format.name
+    if demuxer in _IMAGE_DEMUXERS or demuxer.endswith("_pipe"):
+        container.close()
+        kind = demuxer.removesuffix("_pipe").replace("image2", "image")
+        raise NotAVideoError(f"{path} is an image ({kind}), not a video: pass a video file (a still image has no "
+                             "time axis to sample)")
+    return container
 
 
 def _video_stream(container, path: str) -> av.VideoStream:
@@ -116,25 +160,37 @@ def _frame_rate(stream, path: str) -> Fraction:
     return Fraction(rate)
 
 
-def _scan(container, stream, path: str) -> tuple[int, list[int]]:
-    """Demux the first packets: pts of the first decoded frame, and pts of the first `_KEYFRAME_SCAN` keyframes."""
-    first_pts, keyframes, error = None, [], None
+def _scan(container, stream, path: str) -> tuple[int, int, list[int]]:
+    """Demux the first packets: pts and display rotation of the first decoded frame, and pts of the first
+    `_KEYFRAME_SCAN` keyframes."""
+    first, keyframes, error = None, [], None
     try:
         for count, packet in enumerate(container.demux(stream)):
             if packet.is_keyframe and packet.pts is not None:
                 keyframes.append(packet.pts)
-            if first_pts is None:
-                first_pts = next((f.pts for f in packet.decode() if f.pts is not None), None)
-            if first_pts is not None and (len(keyframes) >= _KEYFRAME_SCAN or count >= _PACKET_SCAN):
+            if first is None:
+                first = next((f for f in packet.decode() if f.pts is not None), None)
+            if first is not None and (len(keyframes) >= _KEYFRAME_SCAN or count >= _PACKET_SCAN):
                 break
-    except av.FFmpegError as err:  # a damaged file: read_video warns where it breaks, if anything decodes
+    except (av.FFmpegError, ValueError) as err:  # damaged: read_video warns where it breaks, if anything decodes
         error = err
-    if first_pts is None:
+    if first is None:
         raise NoFramesError(
             f"{path}: its video stream has no decodable frame ({error or 'no frame with a timestamp'}). "
             "Re-encode or replace the file."
         )
-    return first_pts, keyframes
+    return first.pts, display_rotation(first), keyframes
+
+
+def display_rotation(frame: av.VideoFrame) -> int:
+    """Degrees (0, 90, 180 or 270) a player turns ``frame`` clockwise, from its display matrix (FFmpeg's convention:
+    ``frame.rotation`` is counter-clockwise). Angles between multiples of 90 round to the nearest one, as players do
+    not shear pictures either."""
+    try:
+        angle = frame.rotation or 0
+    except (AttributeError, ValueError):  # PyAV < 14, or a malformed matrix
+        return 0
+    return int(round(-float(angle) / 90.0)) % 4 * 90
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -146,24 +202,28 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     with _open(path) as container:
         stream = _video_stream(container, path)
         time_base, fps = stream.time_base, float(_frame_rate(stream, path))
-        first_pts, keyframes = _scan(container, stream, path)
+        first_pts, rotation, keyframes = _scan(container, stream, path)
         gaps = np.diff(sorted(keyframes))
-        if stream.duration:
+        if stream.duration and stream.duration > 0:
             duration = float(stream.duration * time_base)
-        elif container.duration:
+        elif container.duration and container.duration > 0:
             duration = container.duration / av.time_base
         else:
-            duration = stream.frames / fps
+            duration = max(stream.frames, 1) / fps
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width > 0 < height:
+            raise NotAVideoError(f"{path}: its video stream reports a {width}x{height} picture. Re-encode the file.")
         return VideoInfo(
             path=path,
             duration=duration,
             fps=fps,
-            num_frames=int(stream.frames) or round(duration * fps),
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            num_frames=int(stream.frames) or max(1, round(duration * fps)),
+            width=height if rotation in (90, 270) else width,
+            height=width if rotation in (90, 270) else height,
             codec=stream.codec_context.name,
             start_time=float(first_pts * time_base),
             keyframe_interval=float(np.median(gaps) * time_base) if len(gaps) else None,
+            rotation=rotation,
         )
 
 
@@ -254,35 +314,50 @@ class _Reader:
                 raise _SeekMismatch
             yield index, frame
 
-    def collect(self, indices: np.ndarray, pairs) -> Frames:
-        """Copy each yielded frame into a preallocated (T, H, W, 3) array; keep what decoded if the stream breaks."""
+    def collect(self, indices: np.ndarray, pairs, size: tuple[int, int] | None = None, progress=None) -> Frames:
+        """Put each yielded frame, upright and resized to ``size`` (H, W), into a preallocated (T, H, W, 3) array;
+        keep what decoded if the stream breaks. Peak memory: the output array plus one source frame."""
         info, planned = self.info, len(indices)
-        frames = np.empty((planned, info.height, info.width, 3), dtype=np.uint8)
+        height, width = size or (info.height, info.width)
+        turned = info.rotation in (90, 270)
+        coded = dict(width=info.height, height=info.width) if turned else dict(width=info.width, height=info.height)
+        frames = np.empty((planned, height, width, 3), dtype=np.uint8)
         timestamps, kept = np.empty(planned, dtype=np.float64), np.empty(planned, dtype=np.int64)
         count, broke = 0, None
         try:
             for index, frame in pairs:
-                same_size = (frame.height, frame.width) == frames.shape[1:3]  # else the stream changed resolution
-                size = {} if same_size else dict(width=info.width, height=info.height)
-                frames[count] = frame.to_ndarray(format="rgb24", **size)
+                same_size = (frame.width, frame.height) == (coded["width"], coded["height"])  # else it changed size
+                image = frame.to_ndarray(format="rgb24", **({} if same_size else coded))
+                frames[count] = upright(image, height, width, info.rotation)
                 pts = frame.pts
                 timestamps[count] = info.start_time + index / info.fps if pts is None else float(pts * self.time_base)
                 kept[count] = index
                 count += 1
-        except av.FFmpegError as err:
+                if progress is not None:
+                    progress(count, planned)
+        except (av.FFmpegError, ValueError) as err:
             broke = f"decoding failed ({err})"
         where = "the start" if self.last_time is None else f"t={self.last_time:.3f} s"
         if count == 0:
             raise NoFramesError(
                 f"{info.path}: no planned frame could be decoded ({broke or 'the stream ended'} at {where}). "
-                "Re-encode or re-download the file, or sample an earlier range with start/end."
+                f"Re-encode or re-download the file, or sample an earlier range with {option('start')}/{option('end')}."
             )
         if count < planned:
             warnings.warn(TruncatedVideoWarning(
-                f"{info.path}: {broke or 'the stream ended early'} at {where}; kept {count} of {planned} planned "
-                f"frames (up to index {kept[count - 1]}). Re-encode or re-download the file to get the rest."
+                f"{info.path}: {broke or 'the stream ended early'} at {where}; using {count} of {planned} planned "
+                f"frames (up to {timestamps[count - 1]:.1f} s). Re-encode or re-download the file to get the rest."
             ), stacklevel=3)
-        return Frames(frames[:count], timestamps[:count], kept[:count], info)
+        return Frames(frames[:count], timestamps[:count], kept[:count], info, planned)
+
+
+def upright(image: np.ndarray, height: int, width: int, rotation: int) -> np.ndarray:
+    """A decoded (coded-orientation) uint8 (h, w, 3) picture turned ``rotation`` degrees clockwise, then resized to
+    (height, width). Turning first gives the pixels of an upright source resized later (the uint8 kernel is not
+    symmetric in its two axes: resizing first differs by up to 6 grey levels)."""
+    if rotation:
+        image = np.ascontiguousarray(np.rot90(image, k=-(rotation // 90)))
+    return resize_frame(image, height, width)
 
 
 def read_video(
@@ -294,14 +369,26 @@ def read_video(
     start: float | None = None,
     end: float | None = None,
     strategy: str = "auto",
+    size=None,
+    progress=None,
 ) -> Frames:
-    """Decode the frames `plan_indices` picks (1 fps when neither ``fps`` nor ``num_frames`` is given).
+    """Decode the frames `plan_indices` picks (1 fps when neither ``fps`` nor ``num_frames`` is given), upright.
+
+    Frames are turned as players show them (the display matrix of phone videos, `VideoInfo.rotation`) and, with
+    ``size``, resized as they are decoded, so memory holds the sampled frames at that size plus one source frame,
+    whatever the source resolution (an hour of 4K at 1 fps is 89 GiB at source size, 5.7 GiB at Qwen2-VL's).
 
     Parameters
     ----------
     path : str or os.PathLike
     fps, num_frames, max_frames, start, end
         As in `plan_indices`.
+    size : (int, int) or callable, optional
+        Output (height, width), or a function of the displayed (height, width) returning it, e.g. a model's
+        ``PixelPlan.frame_size``. Bicubic with antialiasing, rounded to uint8 (`resize_frame`, the resize
+        Qwen2-VL's processor applies), so resizing here or later gives the same pixels. None keeps the source size.
+    progress : callable, optional
+        ``progress(done, total)`` after each decoded frame.
     strategy : {"auto", "seek", "sequential"}
         ``"seek"`` seeks to the keyframe before each target over a keyframe interval ahead and decodes forward to
         nearer ones, skipping non-reference frames; ``"sequential"`` decodes every frame forward once, counting
@@ -312,20 +399,22 @@ def read_video(
     Returns
     -------
     Frames
-        ``frames`` uint8 (T, H, W, 3); T is smaller than planned only if the stream breaks, which warns
-        `TruncatedVideoWarning`.
+        ``frames`` uint8 (T, H, W, 3); T is smaller than planned (``Frames.truncated``) only if the stream breaks,
+        which warns `TruncatedVideoWarning`.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy={strategy!r} is not supported. Pass one of {STRATEGIES}.")
     info = probe(path)
     indices = plan_indices(info, fps=fps, num_frames=num_frames, max_frames=max_frames, start=start, end=end)
+    if callable(size):
+        size = size(info.height, info.width)
     if strategy == "auto":
         strategy = choose_strategy(info, indices)
     with _open(info.path) as container:
         reader = _Reader(container, info)
         if strategy == "seek":
             try:
-                return reader.collect(indices, reader.seek(indices))
+                return reader.collect(indices, reader.seek(indices), size, progress)
             except _SeekMismatch:
                 pass
-        return reader.collect(indices, reader.sequential(indices))
+        return reader.collect(indices, reader.sequential(indices), size, progress)

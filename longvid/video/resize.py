@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["smart_resize", "resize_frames"]
+__all__ = ["smart_resize", "resize_frame", "resize_frames"]
 
 MAX_ASPECT_RATIO = 200  # Qwen2-VL's limit on max(height, width) / min(height, width)
 
@@ -66,6 +66,20 @@ def smart_resize(
         resized_height = math.ceil(height * beta / factor) * factor
         resized_width = math.ceil(width * beta / factor) * factor
     return resized_height, resized_width
+
+
+def resize_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One uint8 (H, W, 3) RGB picture resized to (height, width), bicubic with antialiasing, as uint8.
+
+    The same kernel as `resize_frames` (torch's native uint8 bicubic, which torchvision's uint8 resize calls), so a
+    frame resized here while decoding equals the frame resized later by the model's preprocessing. Returns the input
+    itself when it already has the size.
+    """
+    if image.shape[:2] == (height, width):
+        return image
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+    x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+    return x[0].permute(1, 2, 0).numpy()
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int, *, batch_size: int = 16) -> torch.Tensor:

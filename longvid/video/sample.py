@@ -11,10 +11,11 @@ Example::
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from longvid.errors import check_positive, option
 
 from .errors import NoFramesError
 
@@ -39,30 +40,23 @@ Dense sampling stays sequential, whose frame count is transformers' definition o
 _EPS = 1e-9  # guards ceil() against float noise, e.g. 0.1 * 30 = 3.0000000000000004
 
 
-def _check_positive(name: str, value, kind: type) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not math.isfinite(value):
-        what = "a positive integer" if kind is Integral else "a positive finite number"
-        raise ValueError(f"{name}={value!r} is invalid: it must be {what}. Pass e.g. {name}=8, or leave it as None.")
-
-
 def _index_range(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int]:
     """Frame-index range ``[lo, hi)`` of the frames whose time since the first frame lies in ``[start, end)``."""
     start_sec = 0.0 if start is None else float(start)
     end_sec = info.duration if end is None else float(end)
-    if not 0.0 <= start_sec < end_sec <= info.duration + 1e-6:
-        raise ValueError(
-            f"start={start!r}, end={end!r} is not a valid range for {info.path}: it needs "
-            f"0 <= start < end <= duration={info.duration:.3f} s (seconds from the first frame). "
-            "Pass values inside that range, or None for the video's start/end."
-        )
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not 0.0 <= value <= info.duration + 1e-6:
+            raise ValueError(f"{option(name, value)} is outside {info.path}, which lasts {info.duration:.3f} s; pass "
+                             f"a time from 0 to {info.duration:.3f} (seconds from the first frame)")
+    if not start_sec < end_sec:
+        raise ValueError(f"{option('start', start_sec)} must be before the end of the range ({end_sec:g} s) in "
+                         f"{info.path}")
     lo = 0 if start is None else math.ceil(start_sec * info.fps - _EPS)
     hi = info.num_frames if end is None else min(info.num_frames, math.ceil(end_sec * info.fps - _EPS))
     if hi <= lo:
         raise NoFramesError(
-            f"No frame of {info.path} lies in [start={start_sec:g} s, end={end_sec:g} s) at {info.fps:g} fps. "
-            "Widen the range to cover at least one frame."
+            f"no frame of {info.path} lies between {start_sec:g} s and {end_sec:g} s at {info.fps:g} fps; widen "
+            f"{option('start')}/{option('end')} to cover at least one frame"
         )
     return lo, hi
 
@@ -102,28 +96,22 @@ def plan_indices(
         int64 (T,), strictly increasing frame indices in decode order, all ``< info.num_frames``.
     """
     if fps is not None and num_frames is not None:
-        raise ValueError(
-            f"Got both fps={fps!r} and num_frames={num_frames!r}; they are mutually exclusive. "
-            "Pass one of them (fps samples by rate, num_frames a fixed count)."
-        )
-    _check_positive("fps", fps, Real)
-    _check_positive("num_frames", num_frames, Integral)
-    _check_positive("max_frames", max_frames, Integral)
+        raise ValueError(f"pass {option('fps')} (got {fps}) or {option('num_frames')} (got {num_frames}), not both: "
+                         "one samples by rate, the other a fixed count")
+    check_positive("fps", fps)
+    check_positive("num_frames", num_frames, integer=True)
+    check_positive("max_frames", max_frames, integer=True)
     lo, hi = _index_range(info, start, end)
     total = hi - lo
     if num_frames is None:
         rate = DEFAULT_FPS if fps is None else fps
         num_frames = max(1, int(total / info.fps * rate))
         if num_frames > total:
-            raise ValueError(
-                f"fps={rate!r} asks for {num_frames} frames but only {total} are in range in {info.path} "
-                f"(video fps {info.fps:g}). Pass fps <= {info.fps:g}."
-            )
+            raise ValueError(f"{option('fps', rate)} asks for {num_frames} frames but only {total} are in range in "
+                             f"{info.path} (a {info.fps:g} fps video); pass a rate up to {info.fps:g}")
     elif num_frames > total:
-        raise ValueError(
-            f"num_frames={num_frames} exceeds the {total} frames in range in {info.path}. "
-            f"Pass num_frames <= {total}, or use fps=... instead."
-        )
+        raise ValueError(f"{option('num_frames', num_frames)} is more than the {total} frames in range in "
+                         f"{info.path}; pass at most {total}, or sample by rate with {option('fps')}")
     if max_frames is not None:
         num_frames = min(num_frames, int(max_frames))
     return lo + np.arange(num_frames, dtype=np.int64) * total // num_frames

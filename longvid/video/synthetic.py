@@ -71,6 +71,7 @@ def write_test_video(
     preset: str = "ultrafast",
     bframes: int | None = None,
     faststart: bool = False,
+    crf: int | None = None,
 ) -> str:
     """Encode ``round(seconds * fps)`` synthetic frames to ``path`` (container from the extension, e.g. .mp4).
 
@@ -97,6 +98,8 @@ def write_test_video(
         Overrides the preset's number of B-frames (x264 only).
     faststart : bool
         Put the MP4 index first, so a file cut in the middle still opens and breaks mid-stream.
+    crf : int, optional
+        x264 constant rate factor (default 23); 35-45 gives small files for long benchmark inputs.
 
     Returns
     -------
@@ -116,7 +119,7 @@ def write_test_video(
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if encoder == "libx264":
             x264_params = [] if bframes is None else [f"bframes={bframes}"]
-            options = {"preset": preset}
+            options = {"preset": preset} | ({} if crf is None else {"crf": str(crf)})
             if gop is not None:
                 x264_params += [f"keyint={gop}", f"min-keyint={gop}", "scenecut=0"]
             if x264_params:

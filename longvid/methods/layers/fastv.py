@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from longvid.errors import setting
 from longvid.methods.attention import attention_received, project_qk
-from longvid.methods.base import Budget, LayerPruner, PruneContext, num_to_keep
+from longvid.methods.base import Budget, LayerPruner, PruneContext, num_to_keep, top_k_indices
 
 
 @dataclass
@@ -30,7 +31,7 @@ class FastV(LayerPruner, Budget):
     def __post_init__(self):
         super().__post_init__()
         if self.layer < 0:
-            raise ValueError(f"layer must be >= 0, got {self.layer}")
+            raise ValueError(f"{setting('layer', self.layer)} is invalid: layer must be >= 0")
 
     def scores(self, ctx: PruneContext) -> torch.Tensor:
         """(L,) mean-over-heads attention of the last token over every position of the sequence."""
@@ -41,9 +42,8 @@ class FastV(LayerPruner, Budget):
     def select(self, ctx: PruneContext) -> torch.Tensor:
         visual_idx = ctx.visual.nonzero().flatten()
         n_keep = num_to_keep(len(visual_idx), self.keep, self.budget)
-        keep = torch.ones_like(ctx.visual)
-        if n_keep < len(visual_idx):
-            scores = self.scores(ctx)[visual_idx]
-            dropped = visual_idx[torch.topk(scores, len(visual_idx) - n_keep, largest=False).indices]
-            keep[dropped] = False
+        if n_keep >= len(visual_idx):
+            return torch.arange(len(ctx.visual), device=ctx.visual.device)
+        keep = ~ctx.visual
+        keep[visual_idx[top_k_indices(self.scores(ctx)[visual_idx], n_keep)]] = True
         return keep.nonzero().flatten()
