@@ -81,7 +81,10 @@ def test_cluster_means():
 @pytest.mark.parametrize("labels, refined", [
     ([0, 0, 0, 1, 1], [0, 0, 0, 1, 1]),  # already contiguous
     ([0, 0, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0]),  # 0 keeps its longer run; the gap at the start joins 1
-    ([0, 0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1, 1]),  # equally long runs: the leftmost is kept
+    ([0, 0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 0, 0]),  # equally long runs: all kept (the reference code)
+    ([0, 0, 1, 1, 1, 0, 0, 2, 2, 2], [0, 0, 1, 1, 1, 0, 0, 2, 2, 2]),  # the example, unchanged
+    ([2, 2, 0, 0, 1, 1, 0, 0], [2, 2, 0, 0, 1, 1, 0, 0]),
+    ([0, 1, 0, 1, 0, 1], [0, 0, 0, 0, 0, 0]),  # every run of length 1: all dissolved
     ([0, 0, 0, 1, 2, 2], [0, 0, 0, 0, 2, 2]),  # cluster 1 (longest run 1) dissolved; left run is longer
     ([0, 0, 1, 2, 2, 2], [0, 0, 2, 2, 2, 2]),  # right run is longer
     ([0, 0, 1, 2, 2], [0, 0, 0, 2, 2]),  # tie: left

@@ -116,18 +116,37 @@ def forward(
 
 @contextmanager
 def observing(lm: LanguageModel, press, n_visual: int):
-    """While active, ``press.observe`` sees every layer's attention input (hooks removed in ``finally``)."""
-    if press is None or not press.observes:
-        yield
+    """While active, ``press.observe`` sees each layer's pre-RoPE queries and keys of the last ``n_visual`` tokens as
+    the attention projected them; yields the dict ``layer index -> observe's result`` (hooks removed in ``finally``).
+
+    The projections' outputs are captured by forward hooks on ``q_proj`` / ``k_proj`` (only the visual rows are
+    kept), and ``observe`` runs in a hook after the layer's attention, so nothing is computed twice.
+    """
+    observed: dict = {}
+    if press is None or not press.observes or n_visual == 0:
+        yield observed
         return
     handles = []
     for i, layer in enumerate(lm.layers):
-        def hook(module, args, kwargs, layer_idx=i):
-            press.observe(layer_idx, module, kwargs["hidden_states"], kwargs["position_embeddings"], n_visual)
+        attn, captured = layer.self_attn, {}
 
-        handles.append(layer.self_attn.register_forward_pre_hook(hook, with_kwargs=True))
+        def grab(name, captured=captured):
+            def hook(module, args, output):
+                captured[name] = output[:, -n_visual:]
+            return hook
+
+        def done(module, args, kwargs, output, layer_idx=i, captured=captured):
+            d = module.head_dim
+            q = captured.pop("q").view(1, n_visual, -1, d).transpose(1, 2)
+            k = captured.pop("k").view(1, n_visual, -1, d).transpose(1, 2)
+            cos, sin = kwargs["position_embeddings"]
+            observed[layer_idx] = press.observe(layer_idx, module, q, k, (cos[:, -n_visual:], sin[:, -n_visual:]),
+                                                n_visual)
+
+        handles += [attn.q_proj.register_forward_hook(grab("q")), attn.k_proj.register_forward_hook(grab("k")),
+                    attn.register_forward_hook(done, with_kwargs=True)]
     try:
-        yield
+        yield observed
     finally:
         for handle in handles:
             handle.remove()

@@ -128,6 +128,7 @@ class VideoSession:
         self.next_position = encoded.next_position
         self.lm = method.language_model(adapter.lm)
         self.cache = new_cache(adapter.lm.config)
+        self.press_state: dict = {}  # the press's memory across this session's chunks (PrefillChunk.state)
         self.total_tokens = 0
         self._prefill(encoded.prefix_ids, encoded.tokens)
 
@@ -180,30 +181,32 @@ class VideoSession:
             positions = torch.cat([torch.arange(n_text, device=adapter.device).expand(3, -1), positions], dim=1)
         positions, total = positions.unsqueeze(1), embeds.shape[1]
         self.total_tokens += len(tokens) + n_text
-        for start, end in self._chunks(total, n_text, tokens.tokens_per_step):
+        for start, end in self._chunks(total, n_text, tokens):
             n_visual = end - max(start, n_text)
             chunk_pos = positions[..., start:end].clone()
             chunk_pos[0, :, end - start - max(0, n_visual):] += self.time_shift
             watch = press if press is not None and press.will_compress(self.total_tokens) else None
-            with observing(lm, watch, max(0, n_visual)):
+            with observing(lm, watch, max(0, n_visual)) as observed:
                 forward(lm, embeds[:, start:end], chunk_pos, self.cache)
             self.visual_seen += max(0, n_visual)
             if press is not None and n_visual > 0:
                 first = max(start, n_text) - n_text  # this chunk's first visual token, in ``tokens``
                 pivot = None if tokens.pivot is None else tokens.pivot[first:first + n_visual]
                 chunk = PrefillChunk(self.n_protected, end - start, n_visual, self.visual_seen, chunk_pos[:, 0],
-                                     pivot, self.total_tokens, lambda p, x=embeds[:, :1]: lm.rotary_emb(x, p))
+                                     pivot, self.total_tokens, lambda p, x=embeds[:, :1]: lm.rotary_emb(x, p),
+                                     observed, self.press_state)
                 self.time_shift += press.compress(self.cache, chunk)
             if self.progress is not None:
                 self.progress("prefill", end, total)
         self.seconds["prefill"] += time.perf_counter() - t0
 
-    def _chunks(self, total: int, n_text: int, tokens_per_step: int) -> list[tuple[int, int]]:
-        """(start, end) of each prefill chunk: every ``chunk_size`` tokens, or, for a press that works on whole
-        temporal steps (``chunk_steps``, PivotKV), the text plus the first ``chunk_steps`` steps, then per steps."""
-        steps = getattr(self.method.press, "chunk_steps", None)
-        if steps:
-            size = steps * tokens_per_step
+    def _chunks(self, total: int, n_text: int, tokens: VisualTokens) -> list[tuple[int, int]]:
+        """(start, end) of each prefill chunk: every ``chunk_size`` tokens, or, for a press that sets its own chunks
+        (PivotKV's, from the video's temporal steps), the text plus the first chunk of video, then per chunk."""
+        press = self.method.press
+        size = None if press is None else press.chunk_tokens(tokens.grid_thw[0], tokens.tokens_per_step,
+                                                              self.adapter.temporal_patch)
+        if size:
             ends = list(range(n_text + size, total, size)) + [total]
         else:
             ends = list(range(self.chunk_size, total, self.chunk_size)) + [total]

@@ -27,10 +27,15 @@ def project_qk(attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings=
     q = attn.q_proj(hidden[:, rows]).view(bsz, -1, attn.config.num_attention_heads, d).transpose(1, 2)
     k = attn.k_proj(hidden).view(bsz, length, -1, d).transpose(1, 2)
     if position_embeddings is not None:
-        cos, sin = (x.unsqueeze(1) for x in position_embeddings)
-        q = q * cos[:, :, rows] + rotate_half(q) * sin[:, :, rows]
-        k = k * cos + rotate_half(k) * sin
+        cos, sin = position_embeddings
+        q, k = apply_rope(q, (cos[:, rows], sin[:, rows])), apply_rope(k, position_embeddings)
     return q, k
+
+
+def apply_rope(x: torch.Tensor, position_embeddings) -> torch.Tensor:
+    """RoPE as the model applies it: x (B, H, L, d) with (cos, sin), each (B, L, d) (M-RoPE sections already merged)."""
+    cos, sin = (t.unsqueeze(1) for t in position_embeddings)
+    return x * cos + rotate_half(x) * sin
 
 
 def attention_received(q: torch.Tensor, k: torch.Tensor, scaling: float, *, reduce: str = "sum",

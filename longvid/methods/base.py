@@ -10,7 +10,7 @@ needs the question (``query_aware``), so sessions can refuse what cannot run bef
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -190,6 +190,13 @@ class PrefillChunk:
         Prompt length known to the session (chat prefix + all visual tokens so far).
     rotary : callable
         ``rotary(positions (3, 1, n)) -> (cos, sin)``, the model's rotary embedding, to re-rotate kept keys.
+    observed : dict
+        layer index -> what the press's ``observe`` returned for that layer during this chunk's forward.
+    state : dict
+        The session's memory for this press, the same dict for every chunk of one session (a press object holds no
+        per-run state, so one press can serve many sessions): e.g. per-entry scores of the cached visual entries.
+    kept : dict
+        Filled by ``compress`` where it is useful to inspect: layer index -> indices it kept of the evictable entries.
     """
 
     n_protected: int
@@ -200,6 +207,9 @@ class PrefillChunk:
     pivot: torch.Tensor | None
     total_tokens: int
     rotary: object
+    observed: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)
+    kept: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -208,22 +218,33 @@ class KVPress(Stage, Budget):
 
     Only the visual entries are evictable (text before the video is protected). Each KV head keeps the same number
     of entries, so the cache stays rectangular. The default ``compress`` keeps, after every chunk, the
-    ``target(visual_seen)`` best-scoring visual entries of the whole cache; subclasses give ``score``. A press that
-    needs each layer's attention input (queries) sets ``observes = True`` and gets ``observe`` calls during the
+    ``target(visual_seen)`` best-scoring visual entries of the whole cache; subclasses give ``score``. A press whose
+    score of an entry depends on that entry alone sets ``per_entry_scores = True``: each entry is then scored once,
+    when it arrives, and its score kept beside it (``chunk.state``), instead of re-scoring the whole cache after every
+    chunk. A press that needs each layer's queries sets ``observes = True`` and gets ``observe`` calls during the
     chunk's forward. ``compress`` may return a temporal position shift (<= 0) for every later token, when it
     re-indexed the kept entries' time (PivotKV); ``text_shift_rows`` says which M-RoPE rows of text tokens follow it.
+    A press holds settings only: what one session needs between chunks lives in ``chunk.state``.
     """
 
     observes = False
+    per_entry_scores = False
     text_shift_rows: ClassVar[tuple[int, ...]] = (0, 1, 2)
 
     def will_compress(self, total_tokens: int) -> bool:
         """Whether this press may evict anything for a prompt of ``total_tokens``; if not, nothing is observed."""
         return True
 
-    def observe(self, layer_idx: int, attn: torch.nn.Module, hidden: torch.Tensor, position_embeddings,
-                n_visual: int) -> None:
-        """If ``observes``: each layer's attention input ``hidden`` (1, n_new, D); its last ``n_visual`` are visual."""
+    def chunk_tokens(self, num_steps: int, tokens_per_step: int, temporal_patch: int) -> int | None:
+        """Prefill chunk length this press needs for a video of ``num_steps`` temporal steps (None: the session's)."""
+        return None
+
+    def observe(self, layer_idx: int, attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, position_embeddings,
+                n_visual: int):
+        """If ``observes``: one layer's queries q (1, H_q, n_visual, d) and keys k (1, H_kv, n_visual, d) of the
+        chunk's visual tokens before RoPE, captured from the attention's own projections (not recomputed), and the
+        (cos, sin) (1, n_visual, d) of their positions. The return value reaches ``compress`` as
+        ``chunk.observed[layer_idx]``."""
 
     def score(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(B, H_kv, L) scores for the evictable entries; ``keys``/``values`` are (B, H_kv, L, d), keys post-RoPE."""
@@ -239,13 +260,30 @@ class KVPress(Stage, Budget):
         for layer_idx, layer in enumerate(cache.layers):
             keys, values = layer.keys, layer.values
             n_evictable = keys.shape[2] - chunk.n_protected
+            if n_evictable <= n_keep and not self.per_entry_scores:
+                continue
+            scores = self._scores(layer_idx, keys, values, chunk)  # per-entry scores are recorded on arrival
             if n_evictable <= n_keep:
                 continue
-            scores = self.score(layer_idx, keys[:, :, chunk.n_protected:], values[:, :, chunk.n_protected:])
-            keep = top_k_indices(scores.float(), n_keep)
+            keep = top_k_indices(scores, n_keep)
             layer.keys = gather_entries(keys, keep, chunk.n_protected)
             layer.values = gather_entries(values, keep, chunk.n_protected)
+            if self.per_entry_scores:
+                chunk.state[layer_idx] = scores.gather(-1, keep)
         return 0
+
+    def _scores(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor, chunk: PrefillChunk) -> torch.Tensor:
+        """(B, H_kv, L) float32 scores of the evictable entries; with ``per_entry_scores`` only the entries that
+        arrived since the last chunk are scored, the others' scores come from ``chunk.state``."""
+        p = chunk.n_protected
+        if not self.per_entry_scores:
+            return self.score(layer_idx, keys[:, :, p:], values[:, :, p:]).float()
+        old = chunk.state.get(layer_idx)
+        n_old = 0 if old is None else old.shape[-1]
+        new = self.score(layer_idx, keys[:, :, p + n_old:], values[:, :, p + n_old:]).float()
+        scores = new if old is None else torch.cat([old, new], dim=-1)
+        chunk.state[layer_idx] = scores
+        return scores
 
 
 def gather_entries(x: torch.Tensor, keep: torch.Tensor, n_protected: int) -> torch.Tensor:

@@ -150,10 +150,11 @@ def segments(labels: torch.Tensor) -> list[tuple[int, int]]:
 
 
 def refine_clusters(labels: torch.Tensor) -> torch.Tensor:
-    """Make temporal clusters contiguous (PruneVid's segment refinement).
+    """Make temporal clusters contiguous (PruneVid's segment refinement), as the reference code does.
 
-    1. Each cluster keeps only its longest run (the leftmost of equally long ones); a cluster whose longest run
-       has length 1 is dissolved. Everything not kept becomes a hole.
+    1. Each cluster keeps its longest runs (every run of the longest length, as the reference: a cluster with two
+       equally long runs stays in two places and later makes two segments); a cluster whose longest run has length
+       1 is dissolved. Everything not kept becomes a hole.
     2. Each gap (a maximal run of holes, so neighbouring leftovers of different clusters are relabelled
        together) is scanned left to right and takes the label of its longer adjacent run, the left one on a
        tie, the only one at either end of the sequence. Lengths are those of the labels so far, so a run that an
@@ -174,7 +175,7 @@ def refine_clusters(labels: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     torch.LongTensor
-        (T,) refined labels (original cluster ids; each id occupies one contiguous run).
+        (T,) refined labels (original cluster ids; a run of equal labels is a segment).
 
     Examples
     --------
@@ -183,17 +184,20 @@ def refine_clusters(labels: torch.Tensor) -> torch.Tensor:
 
     >>> refine_clusters(torch.tensor([0, 0, 3, 0, 0, 0, 0, 1, 1]))
     tensor([0, 0, 0, 0, 0, 0, 0, 1, 1])
+
+    Cluster 0 has two longest runs (length 2): both stay, so nothing changes:
+
+    >>> refine_clusters(torch.tensor([0, 0, 1, 1, 1, 0, 0, 2, 2, 2]))
+    tensor([0, 0, 1, 1, 1, 0, 0, 2, 2, 2])
     """
     runs = segments(labels)
     values = labels.tolist()
-    longest: dict[int, tuple[int, int]] = {}
+    longest: dict[int, int] = {}
     for start, end in runs:
-        best = longest.get(values[start])
-        if best is None or end - start > best[1] - best[0]:
-            longest[values[start]] = (start, end)
+        longest[values[start]] = max(longest.get(values[start], 0), end - start)
     kept = [False] * len(values)
-    for start, end in longest.values():
-        if end - start > 1:
+    for start, end in runs:
+        if end - start == longest[values[start]] > 1:
             kept[start:end] = [True] * (end - start)
     out: list[int | None] = [v if keep else None for v, keep in zip(values, kept)]
     for start, end in segments(torch.tensor(kept)):

@@ -10,6 +10,7 @@ from .errors import (
     NoFramesError,
     NotAVideoError,
     NoVideoStreamError,
+    SamplingError,
     TruncatedVideoWarning,
     VideoError,
     VideoNotFoundError,
@@ -34,5 +35,6 @@ __all__ = [
     "NotAVideoError",
     "NoVideoStreamError",
     "NoFramesError",
+    "SamplingError",
     "TruncatedVideoWarning",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "NotAVideoError",
     "NoVideoStreamError",
     "NoFramesError",
+    "SamplingError",
     "TruncatedVideoWarning",
 ]
 
@@ -38,6 +39,10 @@ class NoVideoStreamError(VideoError):
 
 class NoFramesError(VideoError):
     """Zero frames could be decoded in the requested range."""
+
+
+class SamplingError(VideoError):
+    """The sampling asks for more than this video holds: more frames than it has, a time outside it."""
 
 
 class TruncatedVideoWarning(UserWarning):

@@ -17,7 +17,7 @@ import numpy as np
 
 from longvid.errors import check_positive, option
 
-from .errors import NoFramesError
+from .errors import NoFramesError, SamplingError
 
 if TYPE_CHECKING:
     from .decode import VideoInfo
@@ -46,10 +46,10 @@ def _index_range(info: VideoInfo, start: float | None, end: float | None) -> tup
     end_sec = info.duration if end is None else float(end)
     for name, value in (("start", start), ("end", end)):
         if value is not None and not 0.0 <= value <= info.duration + 1e-6:
-            raise ValueError(f"{option(name, value)} is outside {info.path}, which lasts {info.duration:.3f} s; pass "
+            raise SamplingError(f"{option(name, value)} is outside {info.path}, which lasts {info.duration:.3f} s; pass "
                              f"a time from 0 to {info.duration:.3f} (seconds from the first frame)")
     if not start_sec < end_sec:
-        raise ValueError(f"{option('start', start_sec)} must be before the end of the range ({end_sec:g} s) in "
+        raise SamplingError(f"{option('start', start_sec)} must be before the end of the range ({end_sec:g} s) in "
                          f"{info.path}")
     lo = 0 if start is None else math.ceil(start_sec * info.fps - _EPS)
     hi = info.num_frames if end is None else min(info.num_frames, math.ceil(end_sec * info.fps - _EPS))
@@ -107,10 +107,10 @@ def plan_indices(
         rate = DEFAULT_FPS if fps is None else fps
         num_frames = max(1, int(total / info.fps * rate))
         if num_frames > total:
-            raise ValueError(f"{option('fps', rate)} asks for {num_frames} frames but only {total} are in range in "
+            raise SamplingError(f"{option('fps', rate)} asks for {num_frames} frames but only {total} are in range in "
                              f"{info.path} (a {info.fps:g} fps video); pass a rate up to {info.fps:g}")
     elif num_frames > total:
-        raise ValueError(f"{option('num_frames', num_frames)} is more than the {total} frames in range in "
+        raise SamplingError(f"{option('num_frames', num_frames)} is more than the {total} frames in range in "
                          f"{info.path}; pass at most {total}, or sample by rate with {option('fps')}")
     if max_frames is not None:
         num_frames = min(num_frames, int(max_frames))

@@ -1,10 +1,17 @@
 """PivotKV (ReTaKe): compress each video chunk's own KV entries during chunked prefill, squeezing its time axis.
 
 After a video chunk's forward (its own attention used the full chunk), each layer scores the chunk's tokens by the
-attention they receive inside the chunk: un-rotated q and k recomputed from the layer's input, bidirectional
-softmax over the chunk's keys, summed over queries, averaged over heads. Key patches ("pivots", from DPSelect) are
-favoured. Each layer keeps ``round(ratio * n)`` of the chunk (the same entries for all its KV heads; different
-layers may keep different tokens), ``ratio = max_input_length / prompt length`` (1 when the prompt fits).
+attention they receive inside the chunk: softmax over the chunk's keys without a causal mask (bidirectional), summed
+over queries, averaged over heads. The queries and keys are the ones the model's attention projected in that forward,
+captured from its ``q_proj`` / ``k_proj`` (not recomputed), un-rotated (pre-RoPE) when ``reforge`` is on and rotated
+with the chunk's positions when it is off, as ReTaKe's code does. Key patches ("pivots", from DPSelect) are favoured.
+Each layer keeps ``max(1, int(ratio * n))`` of the chunk's n tokens (the reference count; the same entries for all its
+KV heads; different layers may keep different tokens; equal scores keep the earlier token), with ``ratio =
+max_input_length / prompt length`` (1 when the prompt fits: nothing is scored or evicted).
+
+Chunks: ReTaKe's formula, ``min(chunked_prefill_frames, T) * tokens_per_step // temporal_patch`` tokens for a video of
+T temporal steps, i.e. ``min(32, T) / 2`` steps: 4, 8, 12 steps for 8-, 16-, 24-step videos and 16 from 32 steps on
+(the reference compares a frame count with grid steps; we keep its numbers). ``chunk_steps`` fixes a chunk length.
 
 Positions (``reforge``): the kept keys are re-rotated to a squeezed temporal id
 ``t0 + floor((t - t0) * keep / n)`` (h and w unchanged), where ``t0`` is the chunk's first temporal id, and every
@@ -16,21 +23,26 @@ later token (next chunks, question, answer) moves back by the time removed, so t
 - text after a squeezed chunk: code shifts only the temporal row; the default shifts all three rows, so text
   tokens keep t = h = w.
 
-``yarn_factor`` reproduces the recipe's YaRN RoPE scaling of the LLM (factor 4, beta_fast 32, beta_slow 1).
+``yarn_factor`` reproduces the recipe's YaRN RoPE scaling of the LLM (factor 4, beta_fast 32, beta_slow 1); the
+``retake`` preset sets it, as every released ReTaKe config does.
 
-Based on: https://arxiv.org/abs/2412.20504 (ReTaKe), section 3; defaults: chunk = 32 frames (16 temporal steps),
+Precision: scores are computed in float32 (the reference uses the model's dtype, bf16 in practice, where near-equal
+scores tie and kept sets differ while both are "right"); float32 is the more precise of the two.
+
+Based on: https://arxiv.org/abs/2412.20504 (ReTaKe), section 3; defaults: chunked_prefill_frames = 32,
 max_input_length = 32000.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from longvid.methods.attention import attention_received, project_qk, rerotate
-from longvid.methods.base import KVPress, PrefillChunk, num_to_keep
+from longvid.errors import setting
+from longvid.methods.attention import apply_rope, attention_received, rerotate
+from longvid.methods.base import KVPress, PrefillChunk, num_to_keep_floor, top_k_indices
 
 
 @dataclass
@@ -39,16 +51,24 @@ class PivotKV(KVPress):
     faithful: bool = False
     reforge: bool = True
     yarn_factor: float | None = None
-    chunk_steps: int = 16
+    chunked_prefill_frames: int = 32
+    chunk_steps: int | None = None
     observes = True
-    _scores: dict = field(default_factory=dict, repr=False)
-    last_kept: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.max_input_length < 1:
-            raise ValueError(f"max_input_length must be >= 1 token, got {self.max_input_length}")
-        self.text_shift_rows = (0,) if self.faithful else (0, 1, 2)
+        for name in ("max_input_length", "chunked_prefill_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{setting(name, getattr(self, name))} is invalid: it must be >= 1")
+        if self.chunk_steps is not None and self.chunk_steps < 1:
+            raise ValueError(f"{setting('chunk_steps', self.chunk_steps)} is invalid: it must be >= 1 temporal step")
+        if self.yarn_factor is not None and not self.yarn_factor >= 1:
+            raise ValueError(f"{setting('yarn_factor', self.yarn_factor)} is invalid: YaRN scales RoPE by a factor "
+                             ">= 1 (the recipe's 4)")
+
+    @property
+    def text_shift_rows(self) -> tuple[int, ...]:
+        return (0,) if self.faithful else (0, 1, 2)
 
     def ratio(self, total_tokens: int) -> float:
         """Share of each chunk to keep: ``keep`` if given, else ``max_input_length`` (or ``budget``) / prompt."""
@@ -60,24 +80,28 @@ class PivotKV(KVPress):
     def will_compress(self, total_tokens: int) -> bool:
         return self.ratio(total_tokens) < 1  # at ratio 1 the scores would be computed for nothing
 
-    def observe(self, layer_idx, attn, hidden, position_embeddings, n_visual) -> None:
-        if n_visual == 0:
-            return
-        q, k = project_qk(attn, hidden[:, -n_visual:])  # un-rotated: computed before RoPE
-        self._scores[layer_idx] = attention_received(q, k, attn.scaling, reduce="sum")[0].mean(0)
+    def chunk_tokens(self, num_steps: int, tokens_per_step: int, temporal_patch: int) -> int:
+        if self.chunk_steps is not None:
+            return self.chunk_steps * tokens_per_step
+        return max(1, min(self.chunked_prefill_frames, num_steps) * tokens_per_step // temporal_patch)
+
+    def observe(self, layer_idx, attn, q, k, position_embeddings, n_visual) -> torch.Tensor:
+        """(n_visual,) float32 attention each visual token of the chunk receives from the chunk, mean over heads."""
+        if not self.reforge:  # the reference scores with the rotated q and k when it does not re-index positions
+            q, k = apply_rope(q, position_embeddings), apply_rope(k, position_embeddings)
+        return attention_received(q, k, attn.scaling, reduce="sum")[0].mean(0)
 
     def compress(self, cache, chunk: PrefillChunk) -> int:
         n = chunk.n_new_visual
         ratio = self.ratio(chunk.total_tokens)
-        scores, self._scores = self._scores, {}
         if ratio >= 1 or n == 0:
             return 0
-        n_keep = num_to_keep(n, ratio, None)
+        n_keep = num_to_keep_floor(n, ratio)
         old = chunk.positions[:, -n:]
         t0, t_last = int(old[0].min()), int(old[0].max())
         for layer_idx, layer in enumerate(cache.layers):
-            kept = self._kept(scores[layer_idx], chunk.pivot, n_keep)
-            self.last_kept[layer_idx] = kept
+            kept = self._kept(chunk.observed[layer_idx], chunk.pivot, n_keep)
+            chunk.kept[layer_idx] = kept
             keys = layer.keys[:, :, -n:][:, :, kept]
             if self.reforge:
                 before = old[:, kept]
@@ -97,7 +121,7 @@ class PivotKV(KVPress):
                 scores = scores.masked_fill(pivot, 1.0)
             else:  # the paper: pivots are kept (ordered among themselves by their score)
                 scores = scores + pivot * (scores.max() + 1)
-        return torch.topk(scores, n_keep).indices.sort().values
+        return top_k_indices(scores, n_keep)
 
     @staticmethod
     def squeeze(positions: torch.Tensor, t0: int, n_keep: int, n: int) -> torch.Tensor:
