@@ -16,8 +16,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 import warnings
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
@@ -59,7 +61,7 @@ class OneLineErrors(TyperGroup):
         except click_errors.ClickException as e:
             err.print(f"error: {e.format_message()}", markup=False)
             code = e.exit_code
-        except (click_errors.Abort, KeyboardInterrupt):
+        except (typer.Abort, KeyboardInterrupt):
             code = 130
         except BrokenPipeError:  # e.g. `longvid methods | head -1`
             sys.stderr.close()
@@ -98,13 +100,30 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     err.print(f"warning: {message}", markup=False)
 
 
+@contextmanager
+def deferred_interrupt():
+    """Hold Ctrl-C until the block ends, then raise it: a KeyboardInterrupt raised inside torch's import aborts the
+    process from C++ (pybind11 ``error_already_set`` -> ``std::terminate``, exit by SIGABRT) instead of unwinding."""
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
 def user_errors(words: Interface):
     """Run a command in the CLI's wording; bad input found deeper down (a missing video, an unsupported model, an
-    unwritable folder) ends as one line with exit code 2, warnings as one line each."""
+    unwritable folder) ends as one line with exit code 2, warnings as one line each. torch is imported first, with
+    Ctrl-C held for the length of that import."""
 
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
+            with deferred_interrupt():
+                import torch  # noqa: F401
             with interface(words), warnings.catch_warnings():
                 warnings.showwarning = _one_line_warning
                 try:
@@ -122,7 +141,7 @@ def user_errors(words: Interface):
 
 class Bars:
     """Transient progress bars on stderr, one per pipeline stage, that never draw over output: `print` pauses them,
-    so a table printed between stages is not partly erased by the next redraw."""
+    so a table printed between stages is not partly erased by the next redraw. Off when stderr is not a terminal."""
 
     LABELS = {"decode": "decoding frames", "vision": "encoding frames", "prefill": "prefilling",
               "generate": "generating", "answering": "answering"}
@@ -130,7 +149,7 @@ class Bars:
     def __init__(self):
         self.progress = Progress(TextColumn("{task.description:>16}"), BarColumn(), TextColumn("{task.completed}/"
                                  "{task.total}"), TimeElapsedColumn(), console=err, transient=True,
-                                 redirect_stdout=False, redirect_stderr=False)
+                                 redirect_stdout=False, redirect_stderr=False, disable=not err.is_terminal)
         self.tasks = {}
 
     def __enter__(self):
@@ -185,6 +204,8 @@ def parse_settings(settings: list[str], method: str) -> dict:
                 fail(f"--set {item} is a setting of method {name!r}, but --method is {method!r}; pass --method {name} "
                      f"or --set {rest}={value}")
             key = rest
+        if key in ("keep", "budget"):
+            fail(f"--set {item}: {key} is not a setting; pass --{key} {value}")
         try:
             parsed[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -413,7 +434,9 @@ def eval_synth(
 
 
 def main() -> None:
-    app()
+    from longvid.__main__ import main as entry
+
+    entry()
 
 
 if __name__ == "__main__":

@@ -27,10 +27,13 @@ def check_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | Path | None 
     """
     from longvid.models import model_family
     from longvid.output import writable_folder
-    from longvid.synth import eval_seed, make_video_spec
+    from longvid.errors import option
+    from longvid.synth import EVAL_SEEDS, eval_seed, make_video_spec
     from longvid.video import cache_dir
 
-    make_video_spec(eval_seed(seed), seconds=seconds)  # validates seconds and seed with clear errors
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < len(EVAL_SEEDS):
+        raise ValueError(f"{option('seed', seed)} is invalid: it must be an int from 0 to {len(EVAL_SEEDS) - 1}")
+    make_video_spec(eval_seed(seed), seconds=seconds)  # validates seconds with a clear error
     if model is not None:
         model_family(model)
     return writable_folder(Path(out_dir) if out_dir is not None else cache_dir() / "demo", option="out")

@@ -24,7 +24,7 @@ def writable_folder(path: str | os.PathLike, *, option: str, create: bool = True
             path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".longvid-write-check-"):
             pass
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):
         raise ValueError(f"{flag}: a parent of it is a file, not a folder; pass another path") from None
     except OSError as err:
         raise ValueError(f"{flag} is not writable ({err.strerror or err}); pass a folder you can write to") from None

@@ -102,4 +102,4 @@ def test_demo_answers_with_the_trained_model_and_draws_the_keep_map(tmp_path, mo
 def test_demo_bad_length_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGVID_CACHE_DIR", str(tmp_path))
     r = run("demo", "--seconds", 3)
-    assert r.exit_code == 2 and "seconds=3" in r.stderr and "[12, 3600]" in r.stderr
+    assert r.exit_code == 2 and "--seconds 3.0 is invalid" in r.stderr and "[12, 3600]" in r.stderr

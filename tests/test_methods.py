@@ -134,7 +134,7 @@ def test_layer_pruner_equals_per_layer_masking(lm, frames):
         cos_sin = a.lm.rotary_emb(h, positions)
         for i, layer in enumerate(a.lm.layers):
             h = layer(h, attention_mask=causal if i <= pruner.layer else pruned, position_embeddings=cos_sin,
-                      past_key_values=cache, use_cache=True)
+                      use_cache=True, **{a.lm.cache_kwarg: cache})
         first = a.lm.logits(a.lm.norm(h[:, -1:]))[0, 0]
         token = torch.tensor([[int(first.argmax())]])
         step_mask = torch.zeros(1, 1, 1, total + 1).masked_fill(torch.cat([dropped, torch.tensor([False])]),

@@ -99,7 +99,7 @@ def test_eviction_equals_masking_per_layer(lm, long_frames):
         cos_sin = a.lm.rotary_emb(h, positions)
         for i, layer in enumerate(a.lm.layers):
             mask = torch.zeros(1, 1, total, total).masked_fill(~visible[i], torch.finfo(torch.float32).min)
-            h = layer(h, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache, use_cache=True)
+            h = layer(h, attention_mask=mask, position_embeddings=cos_sin, use_cache=True, **{a.lm.cache_kwarg: cache})
         reference = a.lm.logits(a.lm.norm(h[:, -1:]))[0, 0]
     torch.testing.assert_close(ours.logits[0], reference, atol=ATOL, rtol=0)
     assert not torch.equal(press.history[0][1][0], press.history[0][1][1])  # layers keep different tokens

@@ -9,6 +9,8 @@ rotary embedding, norm and head are the model's own modules; nothing is forked.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -39,6 +41,17 @@ class LanguageModel:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, L, vocab) float32 logits from normed hidden states (B, L, D)."""
         return self.lm_head(hidden).float()
+
+    @functools.cached_property
+    def cache_kwarg(self) -> str:
+        """The keyword the decoder layers take the KV cache under: ``cache`` from transformers 5.24 (5.40 removes
+        ``past_key_values``, which 5.24 still accepts with a FutureWarning), ``past_key_values`` before."""
+        return cache_kwarg(self.layers[0])
+
+
+def cache_kwarg(layer: torch.nn.Module) -> str:
+    """``"cache"`` if this decoder layer's forward takes ``cache``, else ``"past_key_values"``."""
+    return "cache" if "cache" in inspect.signature(layer.forward).parameters else "past_key_values"
 
 
 def causal_mask(attn_impl: str, q_len: int, k_len: int, dtype: torch.dtype, device) -> torch.Tensor | None:
@@ -101,7 +114,8 @@ def forward(
     kept = None
     for i, layer in enumerate(lm.layers):
         hidden_in = hidden
-        hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, past_key_values=cache, use_cache=True)
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, use_cache=True,
+                       **{lm.cache_kwarg: cache})
         if pruner is not None and i == prune_at:
             ctx = PruneContext(i, layer, hidden_in, hidden, cos_sin, visual, query, groups)
             kept = _checked_keep(pruner.select(ctx), visual)

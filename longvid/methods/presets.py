@@ -26,7 +26,8 @@ from longvid.methods.tokens.prunevid_merge import PruneVidMerge
 from longvid.methods.tokens.random_drop import RandomDrop
 
 _TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (NoneType,)}
-_EXAMPLES = {"int": "8", "float": "0.5", "bool": "true", "str": "name"}
+_EXAMPLES = {"int": 8, "float": 0.5, "bool": True, "str": "name"}
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "null"}
 
 
 def settings_of(*stage_classes) -> dict[str, dataclasses.Field]:
@@ -46,10 +47,9 @@ def check_setting(key: str, value, annotation: str) -> None:
     if isinstance(value, bool) and bool not in allowed:
         allowed = ()  # a bool is an int to Python, not to a user who typed true
     if not isinstance(value, allowed):
-        kind = " or ".join("none" if n == "None" else f"a {n}" for n in names)
-        example = next((_EXAMPLES[n] for n in names if n in _EXAMPLES), "VALUE")
-        raise ValueError(f"{setting(key, value)} is invalid: {key} must be {kind}; e.g. {setting(key)}"
-                         .replace("VALUE", example))
+        kind = " or ".join(_KINDS.get(n, n) for n in names)
+        example = next((_EXAMPLES[n] for n in names if n in _EXAMPLES), None)
+        raise ValueError(f"{setting(key, value)} is invalid: {key} must be {kind}; e.g. {setting(key, example)}")
 
 
 def take(settings: dict, *stage_classes) -> dict:

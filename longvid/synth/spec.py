@@ -31,6 +31,8 @@ from numbers import Real
 
 import numpy as np
 
+from longvid.errors import option
+
 from .seeds import rng, split_of
 
 __all__ = ["COLORS", "SHAPES", "QUADRANTS", "QUARTERS", "MIN_EVENT_SECONDS", "SECONDS_RANGE", "Event",
@@ -147,7 +149,8 @@ def _margin(quarter_seconds: float) -> float:
 def _check_args(seconds: float, width: int, height: int, event_seconds: tuple[float, float]) -> None:
     lo, hi = SECONDS_RANGE
     if isinstance(seconds, bool) or not (isinstance(seconds, Real) and lo <= seconds <= hi):
-        raise ValueError(f"seconds={seconds!r} is invalid: it must be in [{lo:g}, {hi:g}]. Pass e.g. seconds=120.")
+        raise ValueError(f"{option('seconds', seconds)} is invalid: it must be in [{lo:g}, {hi:g}]; pass e.g. "
+                         f"{option('seconds', 120)}")
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 32 or value % 2:
             raise ValueError(f"{name}={value!r} is invalid: it must be an even int >= 32 (yuv420p). Pass e.g. 224.")

@@ -139,8 +139,10 @@ def _open(path: str) -> av.container.InputContainer:
         ) from err
     demuxer = container.format.name
     if demuxer in _IMAGE_DEMUXERS or demuxer.endswith("_pipe"):
+        streams = container.streams.video
+        codec = streams[0].codec_context.name if streams else demuxer.removesuffix("_pipe")
         container.close()
-        kind = demuxer.removesuffix("_pipe").replace("image2", "image")
+        kind = {"mjpeg": "jpeg"}.get(codec, codec)
         raise NotAVideoError(f"{path} is an image ({kind}), not a video: pass a video file (a still image has no "
                              "time axis to sample)")
     return container

@@ -12,13 +12,14 @@ Example::
 from __future__ import annotations
 
 import os
+import struct
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-__all__ = ["PATTERNS", "cache_dir", "write_test_video", "write_test_audio"]
+__all__ = ["PATTERNS", "cache_dir", "write_test_video", "write_test_audio", "set_mp4_rotation"]
 
 PATTERNS = ("texture", "texture+square", "gradient")
 """``texture``: scrolling random texture; ``+square`` adds a bouncing square; ``gradient``: smooth, cheap to encode."""
@@ -72,6 +73,7 @@ def write_test_video(
     bframes: int | None = None,
     faststart: bool = False,
     crf: int | None = None,
+    rotation: int = 0,
 ) -> str:
     """Encode ``round(seconds * fps)`` synthetic frames to ``path`` (container from the extension, e.g. .mp4).
 
@@ -100,6 +102,9 @@ def write_test_video(
         Put the MP4 index first, so a file cut in the middle still opens and breaks mid-stream.
     crf : int, optional
         x264 constant rate factor (default 23); 35-45 gives small files for long benchmark inputs.
+    rotation : int
+        0, 90, 180 or 270: the degrees a player turns the picture clockwise, written into the MP4 track header's
+        display matrix as a phone does (`set_mp4_rotation`); the pixels stay as drawn.
 
     Returns
     -------
@@ -131,7 +136,28 @@ def write_test_video(
             image = _frame(texture, index, height, width, square=pattern.endswith("+square"))
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode(None))
+    if rotation:
+        set_mp4_rotation(path, rotation)
     return path
+
+
+def set_mp4_rotation(path: str | os.PathLike, degrees: int) -> None:
+    """Write a display matrix that turns the picture ``degrees`` clockwise (0, 90, 180, 270) into the first track
+    header (``tkhd``) of an MP4/MOV file, in place, as phones record portrait video (FFmpeg reports it as a frame's
+    ``rotation`` of ``-degrees``). PyAV cannot set it when muxing, so the bytes are patched."""
+    if degrees not in (0, 90, 180, 270):
+        raise ValueError(f"degrees={degrees!r} is invalid: pass 0, 90, 180 or 270")
+    one, w = 0x10000, 0x40000000  # 16.16 and 2.30 fixed point
+    cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees]
+    matrix = (cos * one, sin * one, 0, -sin * one, cos * one, 0, 0, 0, w)
+    data = bytearray(Path(path).read_bytes())
+    at = data.find(b"tkhd")
+    if at < 0:
+        raise ValueError(f"{path} has no MP4 track header (tkhd): only MP4/MOV files carry this display matrix")
+    version = data[at + 4]
+    offset = at + 4 + (40 if version == 0 else 52)  # after version/flags, times, track id, duration, layer, volume
+    data[offset:offset + 36] = struct.pack(">9i", *matrix)
+    Path(path).write_bytes(bytes(data))
 
 
 def write_test_audio(path: str | os.PathLike, *, seconds: float, sample_rate: int = 16000) -> str:

@@ -2,7 +2,9 @@
 
 The score of a visual token is the attention it receives from the last prompt token at layer ``layer``, averaged
 over heads, recomputed from that layer's input with RoPE (as the model attends; the last row of a causal map sees
-every key, so no mask is needed). The lowest-scoring visual tokens are dropped from the following layers on.
+every key, so no mask is needed). The lowest-scoring visual tokens are dropped from the following layers on; equal
+scores keep the earlier token. Scores are computed in float32 (FastV's code uses the model's dtype, fp16/bf16, where
+near-equal scores tie and kept sets differ; float32 is the more precise of the two).
 
 FastV's ``K`` is the first layer that sees the pruned sequence, scored with the attention of layer ``K - 1``; our
 ``layer`` is that scoring layer, so the paper's default K = 2 is ``layer=1``. One difference from FastV's code: the

@@ -12,20 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from longvid.methods.base import Budget, TokenReducer, num_to_keep
+from longvid.methods.change import slot_change
 from longvid.tokens import VisualTokens
 
 
 def temporal_change(features: torch.Tensor) -> torch.Tensor:
-    """(T, N) float32 change ``d[t, n] = 1 - cos(F[t-1, n], F[t, n])``, with ``d[0, n] = 1``.
-
-    ``features`` is (T, N, D): N spatial slots per temporal step.
-    """
-    x = features.float()
-    change = 1.0 - F.cosine_similarity(x[1:], x[:-1], dim=-1)  # (T - 1, N)
-    return torch.cat([torch.ones_like(x[:1, :, 0]), change])
+    """(T, N) float32 change ``d[t, n] = 1 - cos(F[t-1, n], F[t, n])``, with ``d[0, n] = 1`` (ReTaKe's convention);
+    ``features`` is (T, N, D). Computed a block of steps at a time (`slot_change`)."""
+    return slot_change(features, first=1.0)
 
 
 def local_peaks(x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +53,9 @@ class DPSelect(TokenReducer, Budget):
     ``t' / T``: the granularity is one step per slot, i.e. H * W tokens.
 
     Selection: score ``d + 2 * K`` where ``d`` is ``temporal_change`` and ``K`` the key-patch mask from
-    ``local_peaks``, so peaks come first; equal scores go to the earlier step. ``patch_sync=False`` (ReTaKe's
+    ``local_peaks``, so peaks come first; equal scores go to the earlier step. ``d`` is computed in float32 (ReTaKe's
+    code uses the model's dtype, bf16 in practice, where slowly changing slots tie and kept sets differ; float32 is
+    the more precise of the two). ``patch_sync=False`` (ReTaKe's
     "async", used by all released configs) finds peaks and keeps steps independently per slot, so one output step
     can mix slots from different frames; ``patch_sync=True`` finds peaks of ``mean_n d[t, n]`` and keeps whole
     steps. Output tokens are time-major: rank r = 0..t'-1 of a slot's kept steps, then slot order. ``thw`` and

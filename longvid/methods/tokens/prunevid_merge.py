@@ -74,6 +74,11 @@ class PruneVidMerge(TokenReducer):
     stands for W; a cluster sums its members); ``group`` numbers each non-empty set, the static set of a segment
     and the dynamic set of each of its steps, 0, 1, ... in output order (stage 2 keeps a share of each group).
 
+    Precision and ties: similarities, distances and means are computed in float32 (the reference uses the model's
+    dtype, bf16 in practice, where near-equal values tie and the clusters differ; float32 is the more precise of the
+    two); equal DPC-kNN scores go to the lower index. Segments follow the reference's refinement exactly, which keeps
+    every longest run of a cluster (`refine_clusters`).
+
     Based on: https://arxiv.org/abs/2412.16117
     Requires: the full grid in raster order (run it first among the token reducers).
 
