@@ -92,7 +92,7 @@ def run_case(path: Path, case: str, src: str | None) -> dict:
         setup = f"from longvid.models.qwen2_vl import PixelPlan; plan = PixelPlan.create(**{GEOMETRY[case]!r})"
         size = ", size=plan.frame_size"
     env = dict(os.environ, PYTHONPATH=src) if src else dict(os.environ)
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(setup=setup, size=size), str(path)], env=env,
+    out = subprocess.run([sys.executable, "-P", "-c", _CHILD.format(setup=setup, size=size), str(path)], env=env,
                          capture_output=True, text=True)
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}

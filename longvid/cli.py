@@ -25,7 +25,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 try:  # newer typer carries its own copy of click, whose exceptions are not click's
@@ -147,31 +149,33 @@ class Bars:
               "generate": "generating", "answering": "answering"}
 
     def __init__(self):
-        self.progress = Progress(TextColumn("{task.description:>16}"), BarColumn(), TextColumn("{task.completed}/"
-                                 "{task.total}"), TimeElapsedColumn(), console=err, transient=True,
-                                 redirect_stdout=False, redirect_stderr=False, disable=not err.is_terminal)
-        self.tasks = {}
+        self.progress, self.tasks = None, {}
 
     def __enter__(self):
-        self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        self._stop()
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if self.progress is None:  # a fresh display each time: a restarted one erases by its old height
+            self.progress = Progress(TextColumn("{task.description:>16}"), BarColumn(), TextColumn(
+                "{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True,
+                redirect_stdout=False, redirect_stderr=False, disable=not err.is_terminal)
+            self.progress.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(self.LABELS.get(stage, stage), total=total)
         self.progress.update(self.tasks[stage], completed=done, total=total)
 
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress, self.tasks = None, {}
+
     def print(self, *renderables, **kwargs) -> None:
-        self.progress.stop()
-        for task in list(self.tasks.values()):
-            self.progress.remove_task(task)
-        self.tasks.clear()
+        self._stop()
         out.print(*renderables, **kwargs)
         out.file.flush()
-        self.progress.start()
 
 
 def check_choices(method: str, keep: Optional[float], budget: Optional[int]) -> None:
@@ -304,20 +308,28 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Print one JSON l
             print(f"| {r['name']} | {r['stage']} | {'yes' if r['query_aware'] else 'no'} | {r['defaults']} | "
                   f"{r['paper']} |")
         return
+    print_methods(rows, out)
+
+
+def print_methods(rows: list[dict], console: Console) -> None:
+    """The methods on a terminal: a table when it is wide enough for the names and URLs unwrapped beside the
+    defaults, else one block per method; a name or a URL is never cut or wrapped, only the defaults wrap."""
     name_width = max(len(r["name"]) for r in rows)
     paper_width = max(len(r["paper"]) for r in rows)
-    if out.width < name_width + paper_width + 50:  # too narrow for a table that wraps only the defaults
+    if console.width < name_width + paper_width + 100:  # too narrow for a table that wraps only the defaults
         for r in rows:
-            out.print(f"[bold]{r['name']}[/bold]  {r['stage']}{', needs the question' if r['query_aware'] else ''}")
-            out.print(f"  {r['paper']}", soft_wrap=True, markup=False)
-            out.print(f"  {r['defaults']}", markup=False, soft_wrap=False)
+            console.print(Text(r["name"], style="bold") + f"  {r['stage']}"
+                          + (", needs the question" if r["query_aware"] else ""), soft_wrap=True)
+            console.print(f"  {r['paper']}", soft_wrap=True, markup=False)
+            console.print(Padding(Text(r["defaults"]), (0, 0, 0, 2)))
         return
-    table = Table("method", "stage", "needs question", "defaults", "paper")
+    table = Table("method", "stage", "question", "paper", "defaults (a run without --keep / --budget)")
     table.columns[0].no_wrap, table.columns[0].min_width = True, name_width
-    table.columns[-1].no_wrap, table.columns[-1].min_width = True, paper_width
+    table.columns[3].no_wrap, table.columns[3].min_width = True, paper_width
+    table.columns[4].ratio, table.columns[4].overflow = 1, "fold"
     for r in rows:
-        table.add_row(r["name"], r["stage"], "yes" if r["query_aware"] else "no", r["defaults"], r["paper"])
-    out.print(table)
+        table.add_row(r["name"], r["stage"], "needed" if r["query_aware"] else "-", r["paper"], r["defaults"])
+    console.print(table)
 
 
 @app.command()

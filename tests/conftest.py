@@ -40,6 +40,12 @@ def lm(lms, family):
 
 
 @pytest.fixture(scope="session")
+def bundled():
+    """longvid-tiny, the trained model inside the package, loaded by name."""
+    return longvid.load("longvid-tiny")
+
+
+@pytest.fixture(scope="session")
 def video_path(tmp_path_factory):
     """A real H.264 file: 6 s, 10 fps, 112x84, moving texture and a moving square."""
     return write_test_video(tmp_path_factory.mktemp("videos") / "clip.mp4", seconds=6, fps=10, width=112, height=84)

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -50,6 +52,26 @@ def test_methods_lists_every_registered_method():
     rows = json.loads(r.stdout)
     assert [row["name"] for row in rows] == list(METHODS)
     assert all(row["paper"] and row["stage"] and row["defaults"] for row in rows)
+    piped = run("methods").stdout.splitlines()  # CliRunner's stdout is a pipe: one row per line, never cut
+    assert len(piped) == 2 + len(METHODS)
+    for line, row in zip(piped[2:], rows):
+        assert line.startswith(f"| {row['name']} |") and line.endswith(f"| {row['paper']} |")
+
+
+@pytest.mark.parametrize("width", [40, 80, 120, 160, 240])
+def test_methods_never_cuts_a_name_or_a_url_on_a_terminal(width):
+    from rich.console import Console
+
+    from longvid.cli import print_methods
+
+    rows = json.loads(run("methods", "--json").stdout)
+    console = Console(width=width, force_terminal=True, record=True, file=open(os.devnull, "w"))
+    print_methods(rows, console)
+    lines = console.export_text().splitlines()
+    for row in rows:
+        assert any(re.search(rf"(^|\s){re.escape(row['name'])}(\s|$)", line) for line in lines), (width, row["name"])
+        assert any(row["paper"] in line for line in lines), (width, row["paper"])
+    assert "…" not in console.export_text()
 
 
 def test_info_reports_duration_and_planned_tokens(tiny_dirs, video_path):

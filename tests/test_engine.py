@@ -210,3 +210,14 @@ def test_causal_mask_is_bottom_right_aligned():
     assert ((additive == 0) == allowed).all() and additive[0, 4] == torch.finfo(torch.float32).min
     assert causal_mask("sdpa", 4, 4, torch.float32, "cpu") is None  # no past: SDPA's own is_causal
     assert causal_mask("eager", 1, 9, torch.float32, "cpu") is None
+
+
+def test_no_deprecation_warning_from_transformers(lm, frames):
+    """The cache goes to the decoder layers under the keyword the installed transformers expects (``cache`` from
+    5.24, which warns that ``past_key_values`` goes away in 5.40)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm.ask(frames, "q?", method="knorm", keep=0.5, chunk_size=8, max_new_tokens=2)
+    assert not [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]

@@ -208,3 +208,45 @@ def test_extend_streams_under_the_press_budget(lm, video_path):
     assert s.visual_tokens > n0
     assert s.kept_visual() == 10
     assert s.ask("What now?", max_new_tokens=2).stats.kept_tokens == 10
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_preset_runs_at_its_defaults_on_every_checkpoint(lms, bundled, frames, name):
+    """No --keep, no settings: each preset runs on both tiny families and on longvid-tiny (PruneVid's layer is a
+    relative depth), and a reducing preset reduces, or says why it did not."""
+    for model in (*lms.values(), bundled):
+        s = model.ask(frames, "What is it?", method=name, max_new_tokens=1).stats
+        assert 0 < s.kept_tokens <= s.visual_tokens
+        if name in ("full", "prunevid-merge"):
+            continue
+        if s.kept_tokens == s.visual_tokens:
+            assert any(f"{name} reduced nothing" in note for note in s.notes), (name, s.notes)
+        else:
+            assert not any("reduced nothing" in note for note in s.notes)
+
+
+def test_defaults_are_the_documented_operating_points():
+    assert get_method("evs").keep == get_method("uniform").keep == get_method("random").keep == 0.25
+    assert get_method("dpselect").keep == 0.25 and get_method("knorm").keep == 0.5 and get_method("fastv").keep == 0.5
+    retake = get_method("retake")
+    assert retake.press.yarn_factor == 4.0 and len(retake.token_reducers) == 1  # the released configs
+    assert get_method("retake", dpselect=False).token_reducers == []  # the Qwen2-VL VideoMME config
+    assert get_method("pivotkv").press.yarn_factor is None
+
+
+def test_a_run_that_cannot_meet_its_ratio_says_so(lms, video_path):
+    """A 1-step clip at --keep 0.25: EVS keeps the first step whole, uniform keeps whole steps; both say so."""
+    lm = lms["qwen2_vl"]
+    for name in ("evs", "uniform"):
+        s = lm.ask(video_path, "q?", method=name, keep=0.25, frames=2, max_new_tokens=1).stats
+        assert s.kept_tokens == s.visual_tokens
+        assert any(f"{name} reduced nothing" in note and "keep=0.25 cannot drop a token" in note for note in s.notes)
+    s = lm.ask(video_path, "q?", method="evs", keep=0.1, frames=6, max_new_tokens=1).stats  # 3 steps of 6
+    assert s.kept_tokens == s.visual_tokens // 3
+    assert any("not the 2 that keep=0.1 asks for" in note for note in s.notes), s.notes
+
+
+def test_a_session_reports_the_retake_default_that_reduces_nothing(lms, frames):
+    s = lms["qwen2_vl"].ask(frames, "q?", method="retake", max_new_tokens=1).stats
+    assert s.kept_tokens == s.visual_tokens
+    assert any("its default operating point does not reduce a prompt of" in note for note in s.notes)

@@ -279,3 +279,63 @@ def test_write_test_video_is_deterministic(tmp_path):
     assert a.shape == (15, 96, 160, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert not np.array_equal(a[0], a[1])  # consecutive frames differ, so an off-by-one index is caught
     assert math.isclose(probe(tmp_path / "a.mp4").duration, 0.5)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_phone_rotation_is_applied_as_players_show_it(tmp_path, rotation):
+    """A display matrix (a phone's portrait video) turns the decoded picture clockwise; probe reports the displayed
+    size, and resizing while decoding gives the pixels of turning first and resizing later."""
+    from longvid.video import resize_frame, write_test_video
+
+    plain = write_test_video(tmp_path / "plain.mp4", seconds=1, fps=4, width=64, height=48, pattern="gradient")
+    turned = write_test_video(tmp_path / "turned.mp4", seconds=1, fps=4, width=64, height=48, pattern="gradient",
+                              rotation=rotation)
+    info = probe(turned)
+    assert info.rotation == rotation
+    assert (info.height, info.width) == ((64, 48) if rotation in (90, 270) else (48, 64))
+    upright = read_video(plain, num_frames=2).frames
+    frames = read_video(turned, num_frames=2).frames
+    expected = np.stack([np.rot90(f, k=-rotation // 90) for f in upright])  # clockwise
+    np.testing.assert_array_equal(frames, expected)
+    small = read_video(turned, num_frames=2, size=(28, 42)).frames
+    np.testing.assert_array_equal(small, np.stack([resize_frame(np.ascontiguousarray(f), 28, 42) for f in expected]))
+
+
+def test_rotated_video_token_plan_follows_the_display(lm, tmp_path):
+    """info's plan and the run use the upright size: a portrait phone video is planned as portrait."""
+    from longvid.models import pixel_plan
+    from longvid.pipeline import video_info
+    from longvid.video import write_test_video
+
+    path = write_test_video(tmp_path / "portrait.mp4", seconds=2, fps=4, width=112, height=56, rotation=90)
+    d = video_info(path, lm.adapter.pixels)
+    assert (d["width"], d["height"], d["rotation"]) == (56, 112, 90)
+    assert d["resized"][0] > d["resized"][1]  # taller than wide
+    frames = lm.read(path)
+    assert frames.frames.shape[1:3] == tuple(d["resized"])
+    assert lm.ask(path, "q?", max_new_tokens=1).stats.visual_tokens == d["visual_tokens"]
+
+
+def test_images_directories_urls_and_empty_paths_are_refused_clearly(tmp_path):
+    from PIL import Image
+
+    from longvid.video import NotAVideoError, VideoNotFoundError
+
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "still.png")
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(tmp_path / "still.jpg")
+    for name, kind in (("still.png", "png"), ("still.jpg", "jpeg")):
+        for call in (probe, read_video):
+            with pytest.raises(NotAVideoError, match=rf"is an image \({kind}\), not a video"):
+                call(tmp_path / name)
+    with pytest.raises(VideoNotFoundError, match="is a directory, not a video file"):
+        read_video(tmp_path)
+    with pytest.raises(VideoNotFoundError, match="is a URL; longvid reads local files only: download it first"):
+        probe("http://example.com/a.mp4")
+    with pytest.raises(VideoNotFoundError, match="the video path is empty"):
+        read_video("")
+
+
+def test_decoding_progress_is_reported_per_frame(videos):
+    seen = []
+    frames = read_video(videos["short_gop.mp4"], num_frames=6, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 6) for i in range(1, 7)] and len(frames) == 6

@@ -105,7 +105,7 @@ def evs(keep=None, budget=None, **settings) -> Method:
 
 
 def dpselect(keep=None, budget=None, **settings) -> Method:
-    stage = _stage("dpselect", DPSelect, keep, budget, settings, 0.5)
+    stage = _stage("dpselect", DPSelect, keep, budget, settings, 0.25)
     return Method("dpselect", token_reducers=[stage], keep=stage.keep)
 
 

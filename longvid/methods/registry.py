@@ -124,8 +124,9 @@ register(MethodSpec(
     "https://arxiv.org/abs/2412.20504"))
 register(MethodSpec(
     "dpselect", "token reducer", P + "dpselect",
-    "keep=0.5: each spatial slot keeps its half most-changing temporal steps (peaks first), time squeezed; keep=1 "
-    "marks pivots only, as the released ReTaKe configs", "https://arxiv.org/abs/2412.20504"))
+    "keep=0.25 (the equal-budget point of uniform, random and evs): each spatial slot keeps its most-changing quarter "
+    "of temporal steps (peaks first), time squeezed; keep=1 marks pivots only, as the released ReTaKe configs",
+    "https://arxiv.org/abs/2412.20504"))
 register(MethodSpec(
     "pivotkv", "KV press", P + "pivotkv",
     "as retake without DPSelect and YaRN: per chunk of min(T, 32)/2 steps keep max(1, int(r * n)), r = 32000 / prompt "

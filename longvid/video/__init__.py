@@ -15,7 +15,7 @@ from .errors import (
     VideoError,
     VideoNotFoundError,
 )
-from .resize import resize_frames, smart_resize
+from .resize import resize_frame, resize_frames, smart_resize
 from .sample import plan_indices
 from .synthetic import cache_dir, write_test_audio, write_test_video
 
@@ -26,6 +26,7 @@ __all__ = [
     "read_video",
     "plan_indices",
     "smart_resize",
+    "resize_frame",
     "resize_frames",
     "write_test_video",
     "write_test_audio",
