@@ -68,7 +68,7 @@ from common import git_state, small_op_ms  # benchmarks/ is on sys.path when run
 import transformers
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_7B = Path("/work/shared/configs/qwen2_vl_7b.json")
+CONFIG_7B = ROOT.parent / "shared" / "configs" / "qwen2_vl_7b.json"  # ../shared beside the repository
 
 # Qwen2-VL-7B language model
 D, INTER, LAYERS, HEADS, KV_HEADS, HEAD_DIM = 3584, 18944, 28, 28, 4, 128
@@ -80,7 +80,7 @@ KEEP = 0.25  # keep ratio of the token reducers / presses in the cost table
 SLOW_SEC = 60.0  # a case whose warmup takes longer runs once more only
 STALL_MS = 1.0  # tiny-matmul probe above this: another process is stalling torch's thread pool (idle: ~0.05 ms)
 KNORM_CHUNK = 8192  # the engine's default prefill chunk (KnormPress compresses after each)
-PIVOT_CHUNK_STEPS = 16  # PivotKV's chunk: 16 temporal steps = 4096 tokens
+PIVOT_CHUNK_STEPS = 16  # PivotKV's chunk from 32 temporal steps on (ReTaKe: min(32, T) / 2 steps): 4096 tokens
 
 
 # ----- shared helpers -------------------------------------------------------------------------------------------
@@ -394,12 +394,12 @@ def case_knorm(inp: Inputs) -> Run:
     chunks = engine_chunks(inp.n, KNORM_CHUNK, step_aligned=False)
 
     def fn() -> dict:
-        cache, start, seen, own = DynamicCache(), 0, 0, 0.0
+        cache, start, seen, own, state = DynamicCache(), 0, 0, 0.0, {}
         for n_new, n_vis in chunks:
             cache.update(keys[:, :, start:start + n_new], values[:, :, start:start + n_new], 0)
             start, seen = start + n_new, seen + n_vis
             chunk = PrefillChunk(PREFIX, n_new, n_vis, seen, torch.zeros(3, n_new, dtype=torch.long), None,
-                                 PREFIX + inp.n, None)
+                                 PREFIX + inp.n, None, state=state)  # the session's state: scores kept per entry
             t0 = time.perf_counter()
             press.compress(cache, chunk)
             own += time.perf_counter() - t0
@@ -410,33 +410,42 @@ def case_knorm(inp: Inputs) -> Run:
                note=f"one layer's compress after each {KNORM_CHUNK}-token chunk, x28 layers")
 
 
+def pivot_chunk_tokens(n: int) -> int:
+    """PivotKV's chunk for a video of n visual tokens: ReTaKe's min(32, T) / 2 steps (2048 tokens at 4k, then 4096)."""
+    from longvid.methods.kv.pivotkv import PivotKV
+
+    return PivotKV().chunk_tokens(n // (SIDE * SIDE), SIDE * SIDE, 2)
+
+
 def pivot_chunks(n: int) -> list[tuple[int, int]]:
-    return engine_chunks(n, PIVOT_CHUNK_STEPS * SIDE * SIDE, step_aligned=True)
+    return engine_chunks(n, pivot_chunk_tokens(n), step_aligned=True)
 
 
-def observe_flops() -> float:
-    """One layer's PivotKV observe on a 4096-token chunk: q and k projections, then QK^T over 28 heads."""
-    n = PIVOT_CHUNK_STEPS * SIDE * SIDE
-    return 2 * n * D * (D + KV_HEADS * HEAD_DIM) + 2 * HEADS * n * n * HEAD_DIM
+def observe_flops(n: int) -> float:
+    """One layer's PivotKV observe on an n-token chunk: QK^T over 28 heads (q and k are captured from the attention's
+    own projections, not recomputed: before, 2 n D (D + kv) more, as much again at n = 4096)."""
+    return 2 * HEADS * n * n * HEAD_DIM
 
 
 def case_pivotkv_observe(inp: Inputs) -> Run:
-    """N-independent unit: one layer's ``observe`` on one 4096-token chunk (scaled per N in the table)."""
+    """Unit: one layer's ``observe`` on one chunk of this N's chunk size (scaled by layers x chunks in the table)."""
     from longvid.methods.kv.pivotkv import PivotKV
 
-    _, layer, _ = inp.model
-    n = PIVOT_CHUNK_STEPS * SIDE * SIDE
-    hidden = inp.get("chunk_hidden", lambda: torch.randn(1, n, D, generator=torch.Generator().manual_seed(4)))
+    n = pivot_chunk_tokens(inp.n)
+    gen = torch.Generator().manual_seed(4)
+    q = inp.get(f"chunk_q{n}", lambda: torch.randn(1, HEADS, n, HEAD_DIM, generator=gen))
+    k = inp.get(f"chunk_k{n}", lambda: torch.randn(1, KV_HEADS, n, HEAD_DIM, generator=gen))
+    attn = type("Attn", (), {"scaling": HEAD_DIM ** -0.5})()
     press = PivotKV()
-    return Run(lambda: press.observe(0, layer.self_attn, hidden, None, n), method_flops=observe_flops(),
-               note="one layer, one 4096-token chunk")
+    return Run(lambda: press.observe(0, attn, q, k, None, n), method_flops=observe_flops(n),
+               note=f"one layer, one {n}-token chunk", extra={"chunk_tokens": n})
 
 
 def pivotkv_compress_case(keep: float | None):
     def case(inp: Inputs) -> Run:
         from transformers import DynamicCache
 
-        from longvid.methods.base import PrefillChunk, num_to_keep
+        from longvid.methods.base import PrefillChunk, num_to_keep_floor
         from longvid.methods.kv.pivotkv import PivotKV
 
         _, _, rotary = inp.model
@@ -447,16 +456,15 @@ def pivotkv_compress_case(keep: float | None):
                                          indexing="ij"), -1).view(-1, 3)
         positions = torch.cat([torch.arange(PREFIX).expand(3, -1), thw.T + PREFIX], dim=1)
         chunks, x = pivot_chunks(inp.n), torch.zeros(1, 1, D)
-        scores = torch.rand(PIVOT_CHUNK_STEPS * SIDE * SIDE, generator=torch.Generator().manual_seed(5))
+        scores = torch.rand(pivot_chunk_tokens(inp.n), generator=torch.Generator().manual_seed(5))
 
         def fn() -> dict:
             cache, start, seen, own = DynamicCache(), 0, 0, 0.0
             for n_new, n_vis in chunks:
                 cache.update(keys[:, :, start:start + n_new], values[:, :, start:start + n_new], 0)
                 chunk = PrefillChunk(PREFIX, n_new, n_vis, seen + n_vis, positions[:, start:start + n_new], None,
-                                     PREFIX + inp.n, lambda p: rotary(x, p))
+                                     PREFIX + inp.n, lambda p: rotary(x, p), observed={0: scores[:n_vis]})
                 start, seen = start + n_new, seen + n_vis
-                press._scores = {0: scores[:n_vis]}
                 t0 = time.perf_counter()
                 press.compress(cache, chunk)
                 own += time.perf_counter() - t0
@@ -464,9 +472,9 @@ def pivotkv_compress_case(keep: float | None):
 
         ratio = press.ratio(PREFIX + inp.n)
         sav = press_savings(chunks, lambda cached, n_vis, seen: cached - n_vis + (
-            num_to_keep(n_vis, ratio, None) if ratio < 1 else n_vis))
+            num_to_keep_floor(n_vis, ratio) if ratio < 1 else n_vis))
         return Run(fn, scale=LAYERS, kept=sav["kept"], saved_flops=sav["saved_flops"],
-                   method_flops=LAYERS * len(chunks) * observe_flops(),
+                   method_flops=LAYERS * sum(observe_flops(n_vis) for _, n_vis in chunks) if ratio < 1 else 0.0,
                    note=f"chunk ratio {ratio:.3f}; compress x28 layers + observe x28 x {len(chunks)} chunks",
                    extra={"chunk_ratio": ratio, "chunks": len(chunks)})
 
@@ -558,20 +566,20 @@ def summarise(t: dict) -> tuple[list[float], list[dict]]:
     return [t["sec"][i] for i in keep], [t["parts"][i] for i in keep]
 
 
-def cost_main(sizes: list[int], runs: int, memory: bool, threads: int) -> dict:
+def cost_main(sizes: list[int], runs: int, memory: bool, threads: int, only: list[str] | None = None) -> dict:
     torch.set_num_threads(threads)
-    cases = build_cases()
+    cases = {k: v for k, v in build_cases().items() if not only or k in only}
     probes = {"start": probe()}
     config = text_config_7b()
     model = (config, *decoder_layer(config))
-    rows, errors, observe, rounds = [], {}, None, {}
+    rows, errors, observe, rounds = [], {}, {}, {}
     t_start = time.perf_counter()
     for n in sizes:
         inp = Inputs(n, model)
         prepared = {}
         for name, (_, _, build) in cases.items():
-            if name == "pivotkv-observe" and observe is not None:
-                continue  # N-independent: timed once
+            if name == "pivotkv-observe" and pivot_chunk_tokens(n) in observe:
+                continue  # depends on the chunk size only: timed once per size
             try:
                 prepared[name] = build(inp)
             except Exception as err:  # noqa: BLE001 -- a failing method is reported (table, JSON); the rest run
@@ -580,7 +588,8 @@ def cost_main(sizes: list[int], runs: int, memory: bool, threads: int) -> dict:
         probes[str(n)] = probe()
         if "pivotkv-observe" in timed:
             unit = summarise(timed["pivotkv-observe"])[0]
-            observe = {"sec": statistics.median(unit), "min": min(timed["pivotkv-observe"]["sec"]), "runs": unit}
+            observe[pivot_chunk_tokens(n)] = {"sec": statistics.median(unit), "min": min(timed["pivotkv-observe"]["sec"]),
+                                              "runs": unit}
         for name, run in prepared.items():
             t = timed[name]
             sec, parts = summarise(t)
@@ -593,11 +602,12 @@ def cost_main(sizes: list[int], runs: int, memory: bool, threads: int) -> dict:
                    "saved_flops": run.saved_flops,
                    "kv_bytes_saved_bf16": (n - run.kept) * KV_BYTES_PER_TOKEN_BF16 if run.kept is not None else 0,
                    "method_flops": run.method_flops, "note": run.note, **run.extra}
-            if name.startswith("pivotkv") and name != "pivotkv-observe" and observe is not None:
-                times = LAYERS * run.extra["chunks"]
-                row["parts_sec"] = {"observe": round(observe["sec"] * times, 5), "compress": round(own, 5)}
-                row["own_sec"] += observe["sec"] * times
-                row["min_sec"] += observe["min"] * times
+            unit = observe.get(pivot_chunk_tokens(n))
+            if name.startswith("pivotkv") and name != "pivotkv-observe" and unit is not None:
+                times = LAYERS * run.extra["chunks"] if run.extra["chunk_ratio"] < 1 else 0  # ratio 1: no scoring
+                row["parts_sec"] = {"observe": round(unit["sec"] * times, 5), "compress": round(own, 5)}
+                row["own_sec"] += unit["sec"] * times
+                row["min_sec"] += unit["min"] * times
             rows.append(row)
         del inp, prepared
         gc.collect()
@@ -613,6 +623,8 @@ def cost_main(sizes: list[int], runs: int, memory: bool, threads: int) -> dict:
         row["cost_over_saved_h100"] = row["own_sec"] / h100 if h100 > 0 else None
         row["method_over_saved_flops"] = (row["method_flops"] / row["saved_flops"]
                                           if row["method_flops"] is not None and row["saved_flops"] > 0 else None)
+        row["method_over_prefill_flops"] = (row["method_flops"] / prefill_flops(row["n"])
+                                            if row["method_flops"] is not None else None)
     print_cost_table(rows, errors, observe)
     return {
         "benchmark": "method_cost",
@@ -621,7 +633,7 @@ def cost_main(sizes: list[int], runs: int, memory: bool, threads: int) -> dict:
                    "keep": KEEP, "h100_flops_assumed": H100_FLOPS, "kv_bytes_per_token_bf16": KV_BYTES_PER_TOKEN_BF16,
                    "model": "Qwen2-VL-7B text: 28 layers, hidden 3584, intermediate 18944, 28 heads, 4 KV heads"},
         "rows": rows,
-        "pivotkv_observe_unit_sec": observe["sec"] if observe else None,
+        "pivotkv_observe_unit_sec": {str(k): v["sec"] for k, v in observe.items()},
         "errors": errors,
         "probes": probes,
         "rounds": rounds,
@@ -647,7 +659,7 @@ def fmt_mem(mem: dict | None) -> str:
 def print_cost_table(rows: list[dict], errors: dict, observe: dict | None) -> None:
     head = (f"{'method':<16} {'stage':<16} {'keep':<19} {'N':>6} {'kept':>6} {'own cost':>10} {'min':>10} {'runs':>5} "
             f"{'parts':<34} {'extra MiB':>9} {'saved TFLOP':>11} {'H100 ms saved':>13} {'cost/saved':>10} "
-            f"{'own/saved FLOP':>14} {'KV MiB saved':>12}")
+            f"{'own/saved FLOP':>14} {'own/prefill':>11} {'KV MiB saved':>12}")
     print(head)
     for r in rows:
         if r["method"] == "pivotkv-observe":
@@ -655,17 +667,18 @@ def print_cost_table(rows: list[dict], errors: dict, observe: dict | None) -> No
         parts = ", ".join(f"{k} {fmt_sec(v)}" for k, v in r["parts_sec"].items())
         ratio = f"{r['cost_over_saved_h100']:.3g}" if r["cost_over_saved_h100"] is not None else "-"
         frac = f"{r['method_over_saved_flops']:.2%}" if r["method_over_saved_flops"] is not None else "-"
+        pre = f"{r['method_over_prefill_flops']:.2%}" if r["method_over_prefill_flops"] is not None else "-"
         kept = r["kept"] if r["kept"] is not None else "-"
         runs = f"{r['runs']}/{r['rounds']}"
         print(f"{r['method']:<16} {r['stage']:<16} {r['keep']:<19} {r['n']:>6} {kept:>6} {fmt_sec(r['own_sec']):>10} "
               f"{fmt_sec(r['min_sec']):>10} {runs:>5} {parts:<34} {fmt_mem(r.get('memory')):>9} "
-              f"{r['saved_flops'] / 1e12:>11.1f} {r['saved_h100_sec'] * 1e3:>13.1f} {ratio:>10} {frac:>14} "
+              f"{r['saved_flops'] / 1e12:>11.1f} {r['saved_h100_sec'] * 1e3:>13.1f} {ratio:>10} {frac:>14} {pre:>11} "
               f"{r['kv_bytes_saved_bf16'] / 2 ** 20:>12.0f}")
-    if observe:
-        unit = next(r for r in rows if r["method"] == "pivotkv-observe")
-        print(f"\nPivotKV observe, one layer x one 4096-token chunk: {fmt_sec(observe['sec'])} (median of "
-              f"{len(observe['runs'])} runs, min {fmt_sec(observe['min'])}; peak extra "
-              f"{fmt_mem(unit.get('memory'))} MiB); the pivotkv rows scale it by 28 layers x chunks")
+    for size, o in observe.items():
+        unit = next(r for r in rows if r["method"] == "pivotkv-observe" and r.get("chunk_tokens") == size)
+        print(f"\nPivotKV observe, one layer x one {size}-token chunk: {fmt_sec(o['sec'])} (median of "
+              f"{len(o['runs'])} runs, min {fmt_sec(o['min'])}; peak extra {fmt_mem(unit.get('memory'))} MiB); the "
+              "pivotkv rows scale it by 28 layers x chunks")
     for key, err in errors.items():
         print(f"FAILED {key}: {err}")
 
@@ -842,6 +855,7 @@ def main(argv: list[str] | None = None) -> None:
     cost.add_argument("--runs", type=int, default=3, help="timed rounds after the warmup")
     cost.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-RSS subprocesses")
     cost.add_argument("--threads", type=int, default=2)
+    cost.add_argument("--only", nargs="+", help="only these cases (e.g. knorm pivotkv-observe pivotkv-0.25)")
     ttft = sub.add_parser("ttft", help="tiny-model TTFT, peak RSS and KV bytes per preset at 16k visual tokens")
     ttft.add_argument("--runs", type=int, default=3, help="at most this many timed asks per preset")
     ttft.add_argument("--budget", type=float, default=20.0,
@@ -853,9 +867,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--runs and --threads must be >= 1")
     if args.bench == "cost":
         chunk = PIVOT_CHUNK_STEPS * SIDE * SIDE
-        if any(n < 1 or n % chunk for n in args.sizes):  # PivotKV's observe unit is one whole 4096-token chunk
-            parser.error(f"--sizes must be positive multiples of {chunk} (whole 16-step PivotKV chunks)")
-        result = cost_main(args.sizes, args.runs, args.memory, args.threads)
+        if any(n < 1 or n % chunk for n in args.sizes):  # PivotKV's observe unit is one whole chunk
+            parser.error(f"--sizes must be positive multiples of {chunk} (whole PivotKV chunks)")
+        result = cost_main(args.sizes, args.runs, args.memory, args.threads, args.only)
     else:
         result = ttft_main(args.runs, args.budget, args.threads, args.only)
     print(json.dumps(result))

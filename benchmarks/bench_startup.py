@@ -4,8 +4,9 @@ second, so they may not import torch, transformers or PyAV.
 Issue: "``longvid --help`` and ``longvid methods`` start in well under a second: import torch and transformers only
 where a command needs them (measure it in a benchmark: today 3.3-4.3 s, of which ~2 s is not even torch)."
 
-Each command runs ``--runs`` times in a fresh interpreter (``python -c "from longvid.cli import main; main()" ARGS``,
-what the console script does), alternating commands; the table gives the median and min wall time, beside an empty
+Each command runs ``--runs`` times in a fresh interpreter (``python -P -c "from longvid.__main__ import main; main()"
+ARGS``, what the console script does; ``longvid.cli.main`` in checkouts that predate ``__main__``), alternating
+commands; the table gives the median and min wall time, beside an empty
 interpreter and ``import torch`` for scale, and which heavy modules the command imported (``sys.modules`` at exit).
 
 Run::
@@ -32,7 +33,7 @@ from common import git_state  # noqa: E402
 HEAVY = ("torch", "transformers", "av", "numpy", "matplotlib")
 CLI = ("import atexit, sys; sys.argv[0] = 'longvid'; "
        "atexit.register(lambda: sys.stderr.write('HEAVY ' + ','.join(m for m in {heavy!r} if m in sys.modules) + '\\n'));"
-       " from longvid.cli import main; main()")
+       "\ntry:\n    from longvid.__main__ import main\nexcept ImportError:\n    from longvid.cli import main\nmain()")
 COMMANDS = {
     "python (empty)": ["-c", "pass"],
     "import torch": ["-c", "import torch"],

@@ -65,9 +65,6 @@ class OneLineErrors(TyperGroup):
             code = e.exit_code
         except (typer.Abort, KeyboardInterrupt):
             code = 130
-        except BrokenPipeError:  # e.g. `longvid methods | head -1`
-            sys.stderr.close()
-            code = 0
         code = code if isinstance(code, int) else 0
         if code == 130:  # typer turns Ctrl-C inside a command into exit code 130
             err.print("interrupted", markup=False)
@@ -132,6 +129,8 @@ def user_errors(words: Interface):
                     return command(*args, **kwargs)
                 except ValueError as e:  # the library's bad-input errors (VideoError is one)
                     fail(str(e))
+                except BrokenPipeError:  # the reader went away (`longvid info v.mp4 | head -1`): typer exits quietly
+                    raise
                 except OSError as e:  # an unreadable input or unwritable output
                     where = f": {e.filename}" if e.filename else ""
                     fail(f"{e.strerror or e}{where}")
@@ -173,22 +172,26 @@ class Bars:
             self.progress, self.tasks = None, {}
 
     def print(self, *renderables, **kwargs) -> None:
+        """Output (stdout), between stages."""
         self._stop()
-        out.print(*renderables, **kwargs)
-        out.file.flush()
+        show(*renderables, **kwargs)
+
+    def log(self, message: str) -> None:
+        """A status line (stderr), between stages."""
+        self._stop()
+        err.print(message, markup=False)
 
 
-def check_choices(method: str, keep: Optional[float], budget: Optional[int]) -> None:
-    """Validate before anything slow happens; each failure is one line naming the valid choices."""
-    from longvid.methods.budget import check_keep_budget
-    from longvid.methods.registry import check_name
-
-    check_name(method)
-    check_keep_budget(keep, budget)
+def show(*renderables, console: Console | None = None, **kwargs) -> None:
+    """Print to stdout; to a pipe or a file, tables keep one row per line (no 80-column wrap or cut)."""
+    console = console or out
+    width = None if console.is_terminal else 100_000
+    console.print(*renderables, width=width, **kwargs)
+    console.file.flush()
 
 
 def check_sampling(fps, frames, max_frames, start, end):
-    """The sampling options, checked (``SamplingOptions`` validates; it imports no torch)."""
+    """The sampling options, checked before any file is opened (``SamplingOptions`` validates)."""
     from longvid.video.options import SamplingOptions
 
     return SamplingOptions(fps, frames, max_frames, start, end)
@@ -252,23 +255,18 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ):
     """Answer a question about a video."""
+    import longvid
+    from longvid.engine.session import check_request
     from longvid.errors import check_positive
     from longvid.video.decode import check_path
 
-    check_choices(method, keep, budget)
+    chosen = longvid.get_method(method, keep=keep, budget=budget, **parse_settings(settings, method))
     sampling = check_sampling(fps, frames, max_frames, start, end)
-    for name, value in (("max_pixels", max_pixels), ("min_pixels", min_pixels), ("max_new_tokens", max_new_tokens),
-                        ("chunk_size", chunk_size)):
-        check_positive(name, value, integer=True)
+    check_positive("max_pixels", max_pixels, integer=True)
+    check_positive("min_pixels", min_pixels, integer=True)
+    check_request(question, max_new_tokens, chunk_size)
     check_path(video)
-    if not question.strip():
-        fail("QUESTION is empty: ask something about the video")
-    chosen_settings = parse_settings(settings, method)
     model = model_dir(model)
-
-    import longvid
-
-    chosen = longvid.get_method(method, keep=keep, budget=budget, **chosen_settings)
     lm = longvid.load(model, device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels,
                       max_pixels=max_pixels)
     with Bars() as bars:
@@ -360,7 +358,7 @@ def info(
     table = Table("field", "value", show_header=False)
     for k, v in d.items():
         table.add_row(k, f"{v:.3f}" if isinstance(v, float) else str(v))
-    out.print(table)
+    show(table)
 
 
 @app.command()
@@ -373,11 +371,10 @@ def demo(
     model: Optional[str] = typer.Option(None, help="Checkpoint directory (default: the bundled longvid-tiny)."),
 ):
     """Answer questions about a generated video with longvid-tiny, the trained model inside the package."""
-    from longvid.demo import check_demo, run_demo
+    from longvid.demo import run_demo
 
-    folder = check_demo(seconds=seconds, seed=seed, out_dir=out_dir, model=model)
-    with Bars() as bars:
-        run_demo(seconds=seconds, seed=seed, out_dir=folder, model=model, console=bars, progress=bars)
+    with Bars() as bars:  # run_demo checks every argument, the model and --out before it writes anything
+        run_demo(seconds=seconds, seed=seed, out_dir=out_dir, model=model, console=bars, progress=bars)
 
 
 eval_app = typer.Typer(cls=OneLineErrors, help="Measure methods' accuracy and cost on a benchmark.",
@@ -440,16 +437,7 @@ def eval_synth(
                             blank=blank, out=out_dir, overrides=method_settings(settings))
     prepared = prepare_eval(settings, command="longvid " + " ".join(sys.argv[1:]), log=lambda m: err.print(m))
     with Bars() as bars:
-        folder = run_eval(prepared, log=bars.print, progress=lambda d, t: bars("answering", d, t))
+        folder = run_eval(prepared, log=bars.log, progress=lambda d, t: bars("answering", d, t))
     print((folder / "table.md").read_text(), end="")
     print(f"results: {folder}")
 
-
-def main() -> None:
-    from longvid.__main__ import main as entry
-
-    entry()
-
-
-if __name__ == "__main__":
-    main()

@@ -25,9 +25,9 @@ def check_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | Path | None 
 
     The folder is created if missing and must be writable; an existing file there is refused.
     """
-    from longvid.models import model_family
-    from longvid.output import writable_folder
     from longvid.errors import option
+    from longvid.models import check_checkpoint, model_family, resolve_model
+    from longvid.output import writable_folder
     from longvid.synth import EVAL_SEEDS, eval_seed, make_video_spec
     from longvid.video import cache_dir
 
@@ -36,6 +36,7 @@ def check_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | Path | None 
     make_video_spec(eval_seed(seed), seconds=seconds)  # validates seconds with a clear error
     if model is not None:
         model_family(model)
+        check_checkpoint(resolve_model(model))
     return writable_folder(Path(out_dir) if out_dir is not None else cache_dir() / "demo", option="out")
 
 

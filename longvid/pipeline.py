@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from longvid.engine.decode import Sampling
-from longvid.errors import check_positive, option
-from longvid.engine.session import DEFAULT_CHUNK, STAGES, Answer, EncodedVideo, VideoSession, answer_with_query
+from longvid.errors import option
+from longvid.engine.session import (DEFAULT_CHUNK, STAGES, Answer, EncodedVideo, VideoSession, answer_with_query,
+                                    check_request)
 from longvid.engine.encode import encode_frames
 from longvid.methods.base import TokenPlan
 from longvid.methods.compose import Method
@@ -111,10 +112,7 @@ class LongVid:
         settings against this model, the question, ``max_new_tokens`` and ``chunk_size``. Raises ValueError."""
         method = _resolve(method, keep, budget)
         method.check_model(len(self.adapter.lm.layers))
-        if question is not None and (not isinstance(question, str) or not question.strip()):
-            raise ValueError(f"the question is empty ({option('question', question)}): ask something about the video")
-        check_positive("max_new_tokens", max_new_tokens, integer=True, allow_none=False)
-        check_positive("chunk_size", chunk_size, integer=True, allow_none=False)
+        check_request(question, max_new_tokens, chunk_size)
         return method
 
     def info(self, video, sampling: SamplingOptions | None = None) -> dict:

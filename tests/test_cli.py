@@ -125,3 +125,24 @@ def test_demo_bad_length_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGVID_CACHE_DIR", str(tmp_path))
     r = run("demo", "--seconds", 3)
     assert r.exit_code == 2 and "--seconds 3.0 is invalid" in r.stderr and "[12, 3600]" in r.stderr
+
+
+def test_version_help_and_no_arguments_exit_0():
+    assert run("--version").stdout.strip() == f"longvid {__import__('longvid').__version__}"
+    for args in ([], ["-h"], ["--help"], ["eval"], ["ask", "-h"], ["eval", "synth", "-h"]):
+        r = run(*args)
+        assert r.exit_code == 0 and "Usage:" in r.stdout, (args, r.output)
+
+
+def test_cli_restates_the_engines_default_chunk():
+    """The CLI does not import the engine (torch) to show --chunk-size's default; the two must agree."""
+    from longvid.cli import DEFAULT_CHUNK
+    from longvid.engine.session import DEFAULT_CHUNK as ENGINE_CHUNK
+
+    assert DEFAULT_CHUNK == ENGINE_CHUNK
+
+
+def test_info_piped_keeps_every_value_whole(video_path):
+    long_name = video_path  # a tmp path, longer than a narrow console would keep
+    r = run("info", long_name)
+    assert r.exit_code == 0 and str(long_name) in r.stdout and "…" not in r.stdout

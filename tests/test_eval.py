@@ -103,7 +103,7 @@ def test_an_interrupted_eval_continues_where_it_stopped(untrained_tiny, tmp_path
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--methods", "full,nope"], "unknown methods ['nope']"),
+    (["--methods", "full,nope"], "--methods full,nope has unknown methods (nope)"),
     (["--keep", "0"], "every keep ratio must be in (0, 1]"),
     (["--keep", "a,b"], "comma-separated list of float"),
     (["--length", "5"], "must be in [12, 3600] seconds"),

@@ -127,3 +127,20 @@ def test_pixel_plan_reads_the_checkpoint_without_weights(tiny_dirs):
 def test_full_refuses_a_reduction_request():
     with pytest.raises(ValueError, match="method 'full' keeps every visual token"):
         longvid.get_method("full", keep=0.5)
+
+
+def test_loading_draws_no_progress_bar_unless_asked(tiny_dirs, capfd):
+    longvid.load(tiny_dirs["qwen2_vl"])
+    assert "Loading weights" not in capfd.readouterr().err
+    longvid.load(tiny_dirs["qwen2_vl"], progress=True)
+    assert "Loading weights" in capfd.readouterr().err
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # the global setting is left as it was
+
+
+def test_a_directory_named_dot_is_a_checkpoint_path(tiny_dirs, monkeypatch):
+    monkeypatch.chdir(tiny_dirs["qwen2_vl"])
+    assert model_family(".") == "qwen2_vl"
+    with pytest.raises(ValueError, match="no model given"):
+        model_family("")

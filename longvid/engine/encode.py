@@ -62,7 +62,8 @@ def encode_frames(adapter, frames, method, *, start: int, first_step: int = 0, s
     t0 = time.perf_counter()
     for reducer in method.token_reducers:
         if reducer.query_aware and query_embeds is None:
-            raise ValueError(f"token reducer {type(reducer).__name__} of method {method.name!r} needs the question")
+            raise ValueError(f"method {method.name!r} reduces tokens by the question, so it needs one: ask it a question "
+                             "(one-shot ask, not a session)")
         tokens = reducer.reduce(tokens, query_embeds)
     if tokens.end_position is not None:  # a reducer re-indexed positions (e.g. squeezed time) and says where text goes
         next_position = tokens.end_position

@@ -28,6 +28,17 @@ STAGES = ("decode", "vision", "reduce", "prefill", "generate")
 DEFAULT_CHUNK = 8192
 
 
+def check_request(question: str | None = None, max_new_tokens: int = 1, chunk_size: int = DEFAULT_CHUNK) -> None:
+    """Raise a one-line ValueError for a request no video can satisfy: an empty question, a non-positive
+    ``max_new_tokens`` or ``chunk_size`` (checked before anything is decoded)."""
+    from longvid.errors import check_positive
+
+    if question is not None and (not isinstance(question, str) or not question.strip()):
+        raise ValueError("the question is empty: ask something about the video")
+    check_positive("max_new_tokens", max_new_tokens, integer=True, allow_none=False)
+    check_positive("chunk_size", chunk_size, integer=True, allow_none=False)
+
+
 @dataclass
 class RunStats:
     """What every run reports (design invariant 7).
@@ -114,8 +125,7 @@ class VideoSession:
 
     def __init__(self, adapter, encoded: EncodedVideo, method, *, chunk_size: int = DEFAULT_CHUNK, progress=None):
         self.check_method(method)
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1 token, got {chunk_size}")
+        check_request(chunk_size=chunk_size)
         self.adapter, self.encoded, self.method = adapter, encoded, method
         self.chunk_size, self.progress = chunk_size, progress
         self.seconds = dict(encoded.seconds)
@@ -223,6 +233,7 @@ class VideoSession:
     def ask(self, question: str, *, max_new_tokens: int = 128, sampling: Sampling | None = None,
             record_logits: bool = False) -> Answer:
         """Answer from a copy of the session cache; the session itself is unchanged."""
+        check_request(question, max_new_tokens)
         adapter, lm = self.adapter, self.lm
         tail = adapter.tail_ids(self.encoded.tail_template, question)
         cache = copy_cache(self.cache)
@@ -280,25 +291,26 @@ def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, 
 
 
 def run_notes(method, stats: RunStats, tokens_per_step: int) -> list[str]:
-    """What a user should know about a run beyond its answer: a truncated video, a method that reduced nothing, or a
-    requested ratio it could not meet (by more than half a temporal step: methods that keep whole steps, or the first
-    step whole, cannot go below one step)."""
+    """What a user should know about a run beyond its answer: a method that reduced nothing, or a requested ratio it
+    could not meet (by more than half a temporal step: methods that keep whole steps, or the first step whole, cannot
+    go below one step). A truncated video is not repeated here: the reader warns, and the stats say it."""
     from longvid.errors import option
     from longvid.methods.budget import num_to_keep
     from longvid.methods.registry import METHODS
 
     notes = []
-    if stats.truncated:
-        notes.append(f"the video broke off: the answer saw {stats.frames_decoded} of the {stats.frames_planned} "
-                     "planned frames")
     if not method.stages() or stats.visual_tokens == 0:
         return notes
     spec = METHODS.get(method.name)
     asked = option("keep", method.keep) if method.keep is not None else option("budget", method.budget)
     if stats.kept_tokens >= stats.visual_tokens and not (method.keep == 1 and method.budget is None):
-        why = (f"{asked} cannot drop a token of this clip" if method.keep is not None or method.budget is not None
-               else f"its default operating point does not reduce a prompt of {stats.llm_tokens} tokens (see `longvid "
-                    f"methods`); pass {option('keep')} or {option('budget')}")
+        if spec is not None and not spec.keep_ratio:
+            why = "its retention follows the video (see `longvid methods`)"
+        elif method.keep is not None or method.budget is not None:
+            why = f"{asked} cannot drop a token of this clip"
+        else:
+            why = (f"its default operating point does not reduce a prompt of {stats.llm_tokens} tokens (see `longvid "
+                   f"methods`); pass {option('keep')} or {option('budget')}")
         notes.append(f"{method.name} reduced nothing: it kept all {stats.visual_tokens} visual tokens; {why}")
     elif (spec is None or spec.keep_is_retention) and (method.keep is not None or method.budget is not None):
         target = num_to_keep(stats.visual_tokens, method.keep, method.budget)

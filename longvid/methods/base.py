@@ -289,7 +289,12 @@ class KVPress(Stage, Budget):
 def gather_entries(x: torch.Tensor, keep: torch.Tensor, n_protected: int) -> torch.Tensor:
     """Keep the first ``n_protected`` entries of x (B, H, L, d) and, per head, entries ``n_protected + keep``.
 
-    ``keep`` is (B, H, K) sorted, relative to the evictable region; the result is (B, H, n_protected + K, d).
+    ``keep`` is (B, H, K) sorted, relative to the evictable region; the result is (B, H, n_protected + K, d). One
+    row gather over the flattened cache (half the memory traffic of a ``gather`` then a ``cat``: the cache rebuild is
+    what a press costs on a long video).
     """
-    index = (keep + n_protected).unsqueeze(-1).expand(-1, -1, -1, x.shape[-1])
-    return torch.cat([x[:, :, :n_protected], x.gather(2, index)], dim=2)
+    b, h, length, d = x.shape
+    protected = torch.arange(n_protected, device=keep.device).expand(b, h, n_protected)
+    rows = torch.cat([protected, keep + n_protected], dim=-1)  # (B, H, P + K)
+    rows = rows + torch.arange(b * h, device=keep.device).view(b, h, 1) * length
+    return x.reshape(b * h * length, d).index_select(0, rows.flatten()).view(b, h, -1, d)

@@ -53,11 +53,13 @@ def resolve_device(device):
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"{option('device', device)} is not available: torch sees {count} GPU(s), "
                              f"cuda:0..cuda:{count - 1}")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{option('device', device)} is not available on this machine; pass "
-                         f"{option('device', 'cpu')}")
-    elif dev.type not in ("cpu", "cuda", "mps", "xpu", "npu", "meta"):
-        raise ValueError(f"{option('device', device)} is not a device longvid runs on; pass cpu, cuda or mps")
+    elif dev.type in ("mps", "xpu"):
+        backend = getattr(torch.backends, "mps") if dev.type == "mps" else getattr(torch, "xpu", None)
+        if backend is None or not backend.is_available():
+            raise ValueError(f"{option('device', device)} is not available on this machine; pass "
+                             f"{option('device', 'cpu')}")
+    elif dev.type != "cpu":
+        raise ValueError(f"{option('device', device)} is not a device longvid runs on; pass cpu, cuda, mps or xpu")
     return dev
 
 
@@ -86,10 +88,10 @@ def read_json(path: Path) -> dict:
 
 def model_family(path: str | Path) -> str:
     """The ``model_type`` of a local checkpoint directory; raises if it is missing or unsupported."""
-    path = resolve_model(path)
     names = f"a local Qwen2-VL or Qwen2.5-VL checkpoint directory, or {', '.join(BUNDLED_MODELS)} (the bundled model)"
-    if not str(path).strip() or str(path) == ".":
+    if not str(path).strip():
         raise ValueError(f"no model given: pass {option('path')} with {names}")
+    path = resolve_model(path)
     if not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise ValueError(f"no model checkpoint at {str(path)!r}: it {what}; pass {option('path')} with {names} "
@@ -168,7 +170,11 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype="auto", attn_im
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
-    model = model.to(torch_device).eval()
+    try:
+        model = model.to(torch_device).eval()
+    except RuntimeError as err:  # e.g. out of device memory
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot put the model on {option('device', device)}: {first}") from None
     return getattr(qwen2_vl, ADAPTERS[family])(model, tokenizer, **pre)
 
 

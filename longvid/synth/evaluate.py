@@ -71,10 +71,11 @@ class EvalSettings:
         methods = option("methods", ",".join(self.methods))
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(f"{methods} has unknown methods {unknown}; pass a comma list of: {', '.join(METHODS)}")
+            raise ValueError(f"{methods} has unknown methods ({', '.join(unknown) or 'none given'}); pass a comma list "
+                             f"of: {', '.join(METHODS)}")
         stray = [m for m in self.overrides if m not in self.methods]
         if stray:
-            raise ValueError(f"--set names methods {stray} that are not in {methods}")
+            raise ValueError(f"settings name methods that are not in {methods}: {', '.join(stray)}")
         for k in self.keeps:
             if isinstance(k, bool) or not (isinstance(k, (int, float)) and 0 < k <= 1):
                 raise ValueError(f"{option('keeps', k)} is invalid: every keep ratio must be in (0, 1]; pass e.g. "

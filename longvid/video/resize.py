@@ -78,8 +78,14 @@ def resize_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
-    x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    return x[0].permute(1, 2, 0).numpy()
+    return _bicubic(x, height, width)[0].permute(1, 2, 0).numpy()
+
+
+def _bicubic(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> uint8 (B, 3, height, width): torch's native uint8 kernel, which torchvision's uint8
+    bicubic resize calls on the CPU; a float resize rounded afterwards differs from it by up to 7 grey levels
+    (checked against torchvision 0.29)."""
+    return F.interpolate(batch, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int, *, batch_size: int = 16) -> torch.Tensor:
@@ -110,8 +116,6 @@ def resize_frames(frames: np.ndarray, height: int, width: int, *, batch_size: in
     for begin in range(0, num_frames, batch_size):
         batch = torch.from_numpy(frames[begin : begin + batch_size]).permute(0, 3, 1, 2).contiguous()
         if (in_height, in_width) != (height, width):  # torchvision returns same-size inputs unchanged too
-            # torch's native uint8 kernel, which torchvision's uint8 bicubic resize calls on the CPU; a float resize
-            # rounded afterwards differs from it by up to 7 grey levels (checked against torchvision 0.29)
-            batch = F.interpolate(batch, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+            batch = _bicubic(batch, height, width)
         out[begin : begin + batch_size] = batch
     return out

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from longvid.errors import check_positive, option
+from longvid.errors import option
 
 from .errors import NoFramesError, SamplingError
+from .options import check_sampling
 
 if TYPE_CHECKING:
     from .decode import VideoInfo
@@ -95,12 +96,7 @@ def plan_indices(
     np.ndarray
         int64 (T,), strictly increasing frame indices in decode order, all ``< info.num_frames``.
     """
-    if fps is not None and num_frames is not None:
-        raise ValueError(f"pass {option('fps')} (got {fps}) or {option('num_frames')} (got {num_frames}), not both: "
-                         "one samples by rate, the other a fixed count")
-    check_positive("fps", fps)
-    check_positive("num_frames", num_frames, integer=True)
-    check_positive("max_frames", max_frames, integer=True)
+    check_sampling(fps, num_frames, max_frames, start, end)
     lo, hi = _index_range(info, start, end)
     total = hi - lo
     if num_frames is None:

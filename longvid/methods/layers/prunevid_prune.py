@@ -75,7 +75,7 @@ class PruneVidPrune(LayerPruner):
         if self.alpha >= 1:
             return torch.arange(len(ctx.visual), device=ctx.visual.device)
         scores = self.scores(ctx)
-        keep = ~ctx.visual.clone()
+        keep = ~ctx.visual
         for group in ctx.groups[ctx.visual].unique():
             members = (ctx.groups == group).nonzero().flatten()
             keep[members[top_k_indices(scores[members], num_to_keep_floor(len(members), self.alpha))]] = True

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from longvid.errors import setting
 from longvid.methods.base import TokenReducer
 from longvid.methods.clustering import cluster_means, dpc_knn, refine_clusters, segments
 from longvid.tokens import VisualTokens
@@ -107,13 +108,16 @@ class PruneVidMerge(TokenReducer):
 
     def __post_init__(self):
         if not 0.0 < self.temporal_segment_ratio <= 1.0:
-            raise ValueError(f"temporal_segment_ratio must be in (0, 1], got {self.temporal_segment_ratio!r}; "
-                             "the paper uses 0.25 (a quarter as many segments as steps)")
+            raise ValueError(f"{setting('temporal_segment_ratio', self.temporal_segment_ratio)} is invalid: it must be "
+                             "in (0, 1]; the paper uses 0.25 (a quarter as many segments as steps)")
         if not 0.0 < self.cluster_ratio <= 1.0:
-            raise ValueError(f"cluster_ratio must be in (0, 1], got {self.cluster_ratio!r}; the paper uses 0.5")
-        if self.k < 1 or self.min_cluster_tokens < 0:
-            raise ValueError(f"k must be >= 1 and min_cluster_tokens >= 0, got k={self.k!r}, "
-                             f"min_cluster_tokens={self.min_cluster_tokens!r}; the paper uses 7 and 14")
+            raise ValueError(f"{setting('cluster_ratio', self.cluster_ratio)} is invalid: it must be in (0, 1]; the "
+                             "paper uses 0.5")
+        if self.k < 1:
+            raise ValueError(f"{setting('k', self.k)} is invalid: it must be >= 1 neighbour; the paper uses 7")
+        if self.min_cluster_tokens < 0:
+            raise ValueError(f"{setting('min_cluster_tokens', self.min_cluster_tokens)} is invalid: it must be >= 0; "
+                             "the paper uses 14")
 
     def reduce(self, tokens: VisualTokens, query_embeds: torch.Tensor | None = None) -> VisualTokens:
         t, h, w = tokens.grid_thw
