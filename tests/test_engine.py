@@ -221,3 +221,42 @@ def test_no_deprecation_warning_from_transformers(lm, frames):
         warnings.simplefilter("always")
         lm.ask(frames, "q?", method="knorm", keep=0.5, chunk_size=8, max_new_tokens=2)
     assert not [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+
+
+@pytest.mark.parametrize("name, keep", [("knorm", 0.5), ("pivotkv", 0.5), ("retake", 0.5), ("evs", 0.5)])
+def test_one_method_serves_interleaved_sessions(lm, frames, long_frames, name, keep):
+    """Stages hold settings only (per-run state lives in the session): two sessions built and asked in turns on ONE
+    Method object answer exactly as each would alone."""
+    import longvid
+
+    method = longvid.get_method(name, keep=keep)
+    a = lm.session(long_frames, method=method, chunk_size=16)
+    b = lm.session(frames, method=method, chunk_size=16)
+    a2 = lm.session(long_frames, method=longvid.get_method(name, keep=keep), chunk_size=16)
+    b2 = lm.session(frames, method=longvid.get_method(name, keep=keep), chunk_size=16)
+    for q in ("First?", "Second?"):
+        got = [s.ask(q, max_new_tokens=3, record_logits=True) for s in (a, b)]
+        alone = [s.ask(q, max_new_tokens=3, record_logits=True) for s in (a2, b2)]
+        for x, y in zip(got, alone):
+            assert x.token_ids == y.token_ids and x.stats.kept_tokens == y.stats.kept_tokens
+            torch.testing.assert_close(x.logits[0], y.logits[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["knorm", "pivotkv"])
+def test_streaming_sessions_on_one_method_do_not_share_press_state(lm, video_path, name):
+    """Two streams extended in turns on one Method: the press's per-entry scores / observations stay per session."""
+    import longvid
+    from longvid.video import read_video
+
+    halves = [read_video(video_path, fps=4, end=3.0), read_video(video_path, fps=4, start=3.0)]
+    other = [read_video(video_path, fps=2, end=3.0), read_video(video_path, fps=2, start=3.0)]
+    shared = longvid.get_method(name, keep=0.5, chunk_steps=1) if name == "pivotkv" else longvid.get_method(
+        name, keep=0.5)
+    alone = [longvid.get_method(name, **({"keep": 0.5, "chunk_steps": 1} if name == "pivotkv" else {"keep": 0.5}))
+             for _ in range(2)]
+    s = [lm.session(halves[0], method=shared, chunk_size=8), lm.session(other[0], method=shared, chunk_size=8)]
+    r = [lm.session(halves[0], method=alone[0], chunk_size=8), lm.session(other[0], method=alone[1], chunk_size=8)]
+    s[0].extend(halves[1]), s[1].extend(other[1])
+    r[0].extend(halves[1]), r[1].extend(other[1])
+    for x, y in zip(s, r):
+        assert all(torch.equal(p.keys, q.keys) for p, q in zip(x.cache.layers, y.cache.layers))
