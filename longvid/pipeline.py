@@ -74,7 +74,7 @@ class LongVid:
         if progress is not None:
             progress("vision", 1, 1)
         seconds = dict.fromkeys(STAGES, 0.0) | enc.seconds | {"decode": decode_seconds}
-        return EncodedVideo(enc.tokens, enc.visual_tokens, prefix_ids, tail_template, enc.next_position,
+        return EncodedVideo(enc.tokens, enc.block, enc.visual_tokens, prefix_ids, tail_template, enc.next_position,
                             enc.seconds_per_step, seconds, enc.steps, tuple(frames.frames.shape[1:3]),
                             frames.frames_planned, len(frames))
 
@@ -111,7 +111,7 @@ class LongVid:
         """The Method to run, after checking everything that can be checked before decoding: the method and its
         settings against this model, the question, ``max_new_tokens`` and ``chunk_size``. Raises ValueError."""
         method = _resolve(method, keep, budget)
-        method.check_model(len(self.adapter.lm.layers))
+        method.check_model(self.adapter)
         check_request(question, max_new_tokens, chunk_size)
         return method
 

@@ -106,7 +106,7 @@ def test_window_vision_encoding_equals_one_shot(lm, long_frames):
     a = lm.adapter
     inputs = a.preprocess(long_frames.frames, long_frames.timestamps)
     _, gh, gw = inputs.grid_thw
-    windowed = a.encode(inputs, max_window_patches=gh * gw * 2)  # 2 temporal steps per window
+    windowed = a.encode_inputs(inputs, max_window_patches=gh * gw * 2)  # 2 temporal steps per window
     whole = a.model.get_video_features(inputs.pixel_values, torch.tensor([inputs.grid_thw])).pooler_output[0]
     torch.testing.assert_close(windowed, whole, atol=ATOL, rtol=0)
 
@@ -162,7 +162,7 @@ class ScheduledPress(KVPress):
             ids = ids.gather(1, keep)
         self.ids = ids
         self.log.append((self.seen, ids.clone()))
-        return 0
+        return None
 
 
 def test_evicting_equals_masking(lm, frames):

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers.models.qwen2_vl.modeling_qwen2_vl import rotate_half
-
 import longvid
 from reference import prompt_inputs
 from longvid.engine.cache import new_cache
-from longvid.methods.attention import rerotate
 from longvid.methods.compose import Method
+from longvid.models.attention import AttentionOps, rotate_half
 from longvid.methods.kv.pivotkv import PivotKV
 
 ATOL = 1e-5
@@ -43,7 +41,8 @@ def test_rerotate_moves_keys_between_positions(lm, yarn):
     cs_old, cs_new = rotary(x, old), rotary(x, new)
     if yarn:
         assert rotary.attention_scaling != 1.0  # YaRN really scales, so the inverse must divide by it
-    torch.testing.assert_close(rerotate(rope(x, cs_old), cs_old, cs_new), rope(x, cs_new), atol=ATOL, rtol=0)
+    torch.testing.assert_close(AttentionOps.rerotate(rope(x, cs_old), cs_old, cs_new), rope(x, cs_new), atol=ATOL,
+                               rtol=0)
 
 
 def test_squeeze_and_shift_by_hand():
@@ -148,18 +147,18 @@ def test_chunks_follow_retakes_formula(steps, chunk):
 def test_scores_are_the_chunks_attention_from_the_captured_queries_and_keys(lm, long_frames, reforge):
     """observe's scores == the column sums of a bidirectional softmax over the chunk, recomputed from the layer's
     input with the layer's own modules: un-rotated with reforge, rotated without (ReTaKe's code)."""
-    from longvid.methods.attention import attention_received, project_qk
+    from longvid.methods.attention import attention_received
 
     inputs = {}
 
     class Recording(LoggingPivotKV):
-        def observe(self, layer_idx, attn, q, k, position_embeddings, n_visual):
-            scores = super().observe(layer_idx, attn, q, k, position_embeddings, n_visual)
+        def observe(self, layer_idx, q, k, rope, scaling):
+            scores = super().observe(layer_idx, q, k, rope, scaling)
             self.scores = getattr(self, "scores", []) + [(layer_idx, scores)]
             return scores
 
-    hooks = [layer.self_attn.register_forward_pre_hook(
-        lambda m, a, kw, i=i: inputs.setdefault(i, []).append((kw["hidden_states"], kw["position_embeddings"])),
+    hooks = [layer.register_forward_pre_hook(
+        lambda m, a, kw, i=i: inputs.setdefault(i, []).append((a[0], kw["position_embeddings"])),
         with_kwargs=True) for i, layer in enumerate(lm.adapter.lm.layers)]
     try:
         press = Recording(keep=0.5, reforge=reforge, chunk_steps=6)
@@ -170,11 +169,11 @@ def test_scores_are_the_chunks_attention_from_the_captured_queries_and_keys(lm, 
     n = press.history[0][0]
     for layer_idx, scores in press.scores[: len(lm.adapter.lm.layers)]:  # the first chunk of every layer
         hidden, (cos, sin) = inputs[layer_idx][0]
-        attn = lm.adapter.lm.layers[layer_idx].self_attn
+        layer = lm.adapter.lm.layers[layer_idx]
         rope = (cos[:, -n:], sin[:, -n:]) if not reforge else None
         with torch.inference_mode():
-            q, k = project_qk(attn, hidden[:, -n:], rope)
-            expected = attention_received(q, k, attn.scaling, reduce="sum")[0].mean(0)
+            q, k = AttentionOps().qk(layer, hidden[:, -n:], rope)
+            expected = attention_received(q, k, layer.self_attn.scaling, reduce="sum")[0].mean(0)
         torch.testing.assert_close(scores, expected, atol=ATOL, rtol=0)
 
 

@@ -56,7 +56,7 @@ def generate(lm: LanguageModel, cache, logits: torch.Tensor, next_position: torc
              on_token=None) -> tuple[list[int], list[torch.Tensor]]:
     """Decode from ``logits`` (vocab,) of the last prompt token; the first new token sits at ``next_position``.
 
-    ``next_position`` is (3,) M-RoPE ids (equal rows unless a press shifted only the temporal row) or an int.
+    ``next_position`` is (R,) position ids (R rows of the model: equal unless a press shifted only the time row).
 
     Returns the new token ids (stop token excluded) and, if ``record_logits``, the (vocab,) logits each was
     chosen from. ``on_token(n)`` is called after each token (progress bars).
@@ -67,7 +67,7 @@ def generate(lm: LanguageModel, cache, logits: torch.Tensor, next_position: torc
     generator = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
     ids, seen = [], []
     device = lm.lm_head.weight.device
-    start = torch.as_tensor(next_position, dtype=torch.long, device=device).expand(3).reshape(3, 1, 1)
+    start = torch.as_tensor(next_position, dtype=torch.long, device=device).reshape(-1, 1, 1)  # (R, 1, 1)
     for step in range(max_new_tokens):
         if record_logits:
             seen.append(logits)

@@ -29,6 +29,9 @@ class LanguageModel:
         The text config (``_attn_implementation`` picks the mask format).
     embed_tokens, layers, norm, rotary_emb, lm_head : torch.nn.Module
         The model's own modules.
+    attention : object
+        The family's attention internals (``longvid.models.attention.AttentionOps``): q/k of a layer for its input
+        with the layer's own norms, the modules whose outputs are the pre-RoPE q/k, RoPE and its inverse.
     """
 
     config: object
@@ -37,6 +40,7 @@ class LanguageModel:
     norm: torch.nn.Module
     rotary_emb: torch.nn.Module
     lm_head: torch.nn.Module
+    attention: object = None
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, L, vocab) float32 logits from normed hidden states (B, L, D)."""
@@ -84,7 +88,7 @@ def forward(
     groups: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run all decoder layers on ``hidden`` (1, L, D) at M-RoPE ``positions`` (3, 1, L), appending to ``cache``.
+    """Run all decoder layers on ``hidden`` (1, L, D) at ``positions`` (R, 1, L), appending to ``cache``.
 
     Parameters
     ----------
@@ -117,7 +121,8 @@ def forward(
         hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, use_cache=True,
                        **{lm.cache_kwarg: cache})
         if pruner is not None and i == prune_at:
-            ctx = PruneContext(i, layer, hidden_in, hidden, cos_sin, visual, query, groups)
+            ctx = PruneContext(i, layer, hidden_in, hidden, cos_sin, visual, query, groups,
+                               qk=_qk_for(lm, layer, hidden_in, cos_sin), scaling=layer.self_attn.scaling)
             kept = _checked_keep(pruner.select(ctx), visual)
             hidden = hidden[:, kept]
             cos_sin = (cos_sin[0][:, kept], cos_sin[1][:, kept])
@@ -128,37 +133,48 @@ def forward(
     return lm.norm(hidden), kept
 
 
-@contextmanager
-def observing(lm: LanguageModel, press, n_visual: int):
-    """While active, ``press.observe`` sees each layer's pre-RoPE queries and keys of the last ``n_visual`` tokens as
-    the attention projected them; yields the dict ``layer index -> observe's result`` (hooks removed in ``finally``).
+def _qk_for(lm: LanguageModel, layer, hidden_in, cos_sin):
+    """``qk(query_rows, rope)`` for a pruner: the layer's q/k for its input, rotated or not, via the family's ops."""
 
-    The projections' outputs are captured by forward hooks on ``q_proj`` / ``k_proj`` (only the visual rows are
-    kept), and ``observe`` runs in a hook after the layer's attention, so nothing is computed twice.
+    def qk(query_rows=None, rope: bool = True):
+        return lm.attention.qk(layer, hidden_in, cos_sin if rope else None, query_rows)
+
+    return qk
+
+
+@contextmanager
+def observing(lm: LanguageModel, press, rows: torch.Tensor):
+    """While active, ``press.observe`` sees each layer's pre-RoPE queries and keys at ``rows`` (indices into the
+    forward's sequence: the chunk's visual tokens) as the attention computed them; yields the dict
+    ``layer index -> observe's result`` (hooks removed in ``finally``).
+
+    The family's capture points (``q_proj``/``k_proj``, or the QK-norms where a family has them) are hooked and only
+    the rows are kept; ``observe`` runs in a hook after the layer's attention, so nothing is computed twice.
     """
     observed: dict = {}
-    if press is None or not press.observes or n_visual == 0:
+    if press is None or not press.observes or len(rows) == 0:
         yield observed
         return
-    handles = []
+    ops, handles = lm.attention, []
     for i, layer in enumerate(lm.layers):
-        attn, captured = layer.self_attn, {}
+        captured = {}
 
         def grab(name, captured=captured):
             def hook(module, args, output):
-                captured[name] = output[:, -n_visual:]
+                captured[name] = output[:, rows]
             return hook
 
         def done(module, args, kwargs, output, layer_idx=i, captured=captured):
-            d = module.head_dim
-            q = captured.pop("q").view(1, n_visual, -1, d).transpose(1, 2)
-            k = captured.pop("k").view(1, n_visual, -1, d).transpose(1, 2)
+            q = ops.to_heads(captured.pop("q"), module.head_dim)
+            k = ops.to_heads(captured.pop("k"), module.head_dim)
             cos, sin = kwargs["position_embeddings"]
-            observed[layer_idx] = press.observe(layer_idx, module, q, k, (cos[:, -n_visual:], sin[:, -n_visual:]),
-                                                n_visual)
+            rope = (cos[:, rows], sin[:, rows])
+            observed[layer_idx] = press.observe(layer_idx, q, k, lambda x, pe=rope: ops.apply_rope(x, pe),
+                                                module.scaling)
 
-        handles += [attn.q_proj.register_forward_hook(grab("q")), attn.k_proj.register_forward_hook(grab("k")),
-                    attn.register_forward_hook(done, with_kwargs=True)]
+        q_at, k_at = ops.capture_points(layer)
+        handles += [q_at.register_forward_hook(grab("q")), k_at.register_forward_hook(grab("k")),
+                    layer.self_attn.register_forward_hook(done, with_kwargs=True)]
     try:
         yield observed
     finally:

@@ -19,7 +19,7 @@ from longvid.engine.cache import copy_cache, kv_bytes, new_cache
 from longvid.engine.decode import Sampling, generate
 from longvid.engine.encode import encode_frames
 from longvid.engine.forward import forward, observing
-from longvid.methods.base import PrefillChunk
+from longvid.methods.base import PrefillChunk, TimeShift
 from longvid.tokens import VisualTokens
 
 STAGES = ("decode", "vision", "reduce", "prefill", "generate")
@@ -95,11 +95,13 @@ class Answer:
 class EncodedVideo:
     """A video after sampling, frame selection, vision encoding and pre-LLM reduction, plus its prompt layout.
 
-    ``next_position`` is the first text position after the video in the full (unreduced) layout: max + 1.
-    ``steps`` temporal steps of ``frame_shape`` (H, W) frames were encoded (streaming continues from there).
+    ``block`` is the video block the LLM reads (the kept visual tokens and the family's structural tokens);
+    ``next_position`` is the first text position after it (the full, unreduced layout's max + 1, unless a reducer
+    squeezed time). ``steps`` temporal steps of ``frame_shape`` (H, W) frames were encoded (streaming continues).
     """
 
     tokens: VisualTokens
+    block: object
     visual_tokens: int
     prefix_ids: list[int]
     tail_template: str
@@ -131,20 +133,21 @@ class VideoSession:
         self.seconds = dict(encoded.seconds)
         self.visual_tokens = encoded.visual_tokens
         self.frames = [encoded.frames_planned, encoded.frames_decoded]  # planned, decoded (extend adds to both)
-        self.llm_tokens = len(encoded.prefix_ids) + len(encoded.tokens)
+        self.llm_tokens = len(encoded.prefix_ids) + len(encoded.block)
         self.visual_seen = 0
-        self.time_shift = 0  # temporal shift (<= 0) a press applied to everything after what it squeezed (PivotKV)
+        self.shift = TimeShift(0)  # what a press that squeezed time moved every later token by (PivotKV)
         self.steps = encoded.steps
         self.next_position = encoded.next_position
         self.lm = method.language_model(adapter.lm)
         self.cache = new_cache(adapter.lm.config)
         self.press_state: dict = {}  # the press's memory across this session's chunks (PrefillChunk.state)
+        self.n_protected = 0  # cache entries never evicted (text, structural tokens), kept at the front by a press
         self.total_tokens = 0
-        self._prefill(encoded.prefix_ids, encoded.tokens)
+        self._prefill(encoded.prefix_ids, encoded.block, encoded.tokens)
 
     @property
-    def n_protected(self) -> int:
-        return len(self.encoded.prefix_ids)
+    def time_shift(self) -> int:
+        return self.shift.amount
 
     def kept_visual(self) -> int:
         return self.cache.get_seq_length() - self.n_protected
@@ -156,59 +159,84 @@ class VideoSession:
         and token reducers run on the new frames alone (EVS keeps their first step whole); the press then holds the
         cache under its budget. Each call pads its frames to a multiple of the temporal patch like the processor.
         """
-        enc = encode_frames(self.adapter, frames, self.method, start=self.n_protected, first_step=self.steps,
-                            seconds_per_step=self.encoded.seconds_per_step, frame_shape=self.encoded.frame_shape)
+        enc = encode_frames(self.adapter, frames, self.method, start=len(self.encoded.prefix_ids),
+                            first_step=self.steps, seconds_per_step=self.encoded.seconds_per_step,
+                            frame_shape=self.encoded.frame_shape)
         for stage, sec in enc.seconds.items():
             self.seconds[stage] += sec
         self.steps += enc.steps
         self.visual_tokens += enc.visual_tokens
         self.frames[0] += frames.frames_planned
         self.frames[1] += len(frames)
-        self.llm_tokens += len(enc.tokens)
-        self.extend_tokens(enc.tokens)
+        self.llm_tokens += len(enc.block)
+        self._prefill([], enc.block, enc.tokens)
         self.next_position = max(self.next_position, enc.next_position)
 
-    def extend_tokens(self, tokens: VisualTokens) -> None:
-        """Append visual tokens (positions already in the full layout) and compress under the press's budget."""
-        self._prefill([], tokens)
-
     @torch.inference_mode()
-    def _prefill(self, text_ids: list[int], tokens: VisualTokens) -> None:
-        """Prefill ``[text_ids, tokens]`` in chunks, compressing after each chunk.
+    def _prefill(self, text_ids: list[int], block, tokens: VisualTokens) -> None:
+        """Prefill ``[text_ids, block]`` in chunks, compressing after each chunk.
 
         The chat prefix goes in the same chunk stream as the video, so the first chunk starts from an empty cache
         and needs no mask (SDPA's causal fast path); only later chunks attend to a past through an explicit mask.
-        Visual tokens after a press squeezed time move with ``time_shift`` on the temporal row.
+        After a press squeezed time, visual tokens move on the model's time row and structural tokens as text.
         """
         t0 = time.perf_counter()
         adapter, lm, press = self.adapter, self.lm, self.method.press
-        n_text = len(text_ids)
-        embeds = tokens.embeds.to(adapter.device, adapter.dtype).unsqueeze(0)
-        positions = tokens.positions.to(adapter.device)
+        device, n_text = adapter.device, len(text_ids)
+        embeds = block.embeds.to(device, adapter.dtype).unsqueeze(0)
+        positions, visual, index = block.positions.to(device), block.visual.to(device), block.index.to(device)
         if n_text:
-            ids = torch.tensor([text_ids], device=adapter.device)
-            embeds = torch.cat([lm.embed_tokens(ids), embeds], dim=1)
-            positions = torch.cat([torch.arange(n_text, device=adapter.device).expand(3, -1), positions], dim=1)
-        positions, total = positions.unsqueeze(1), embeds.shape[1]
-        self.total_tokens += len(tokens) + n_text
+            embeds = torch.cat([lm.embed_tokens(torch.tensor([text_ids], device=device)), embeds], dim=1)
+            positions = torch.cat([adapter.text_positions(0, n_text, device), positions], dim=1)
+            visual = torch.cat([torch.zeros(n_text, dtype=torch.bool, device=device), visual])
+            index = torch.cat([torch.full((n_text,), -1, device=device), index])
+        total = embeds.shape[1]
+        self.total_tokens += total
         for start, end in self._chunks(total, n_text, tokens):
-            n_visual = end - max(start, n_text)
-            chunk_pos = positions[..., start:end].clone()
-            chunk_pos[0, :, end - start - max(0, n_visual):] += self.time_shift
+            vis = visual[start:end]
+            rows = vis.nonzero().flatten()
+            chunk_pos = self._shifted(positions[:, start:end], vis)
             watch = press if press is not None and press.will_compress(self.total_tokens) else None
-            with observing(lm, watch, max(0, n_visual)) as observed:
-                forward(lm, embeds[:, start:end], chunk_pos, self.cache)
-            self.visual_seen += max(0, n_visual)
-            if press is not None and n_visual > 0:
-                first = max(start, n_text) - n_text  # this chunk's first visual token, in ``tokens``
-                pivot = None if tokens.pivot is None else tokens.pivot[first:first + n_visual]
-                chunk = PrefillChunk(self.n_protected, end - start, n_visual, self.visual_seen, chunk_pos[:, 0],
-                                     pivot, self.total_tokens, lambda p, x=embeds[:, :1]: lm.rotary_emb(x, p),
-                                     observed, self.press_state)
-                self.time_shift += press.compress(self.cache, chunk)
+            with observing(lm, watch, rows) as observed:
+                forward(lm, embeds[:, start:end], chunk_pos.unsqueeze(1), self.cache)
+            n_visual, n_kept_text = len(rows), (end - start) - len(rows)
+            self.visual_seen += n_visual
+            if press is not None:
+                _protect_new(self.cache, self.n_protected, vis)
+                if n_visual:
+                    pivot = None if tokens.pivot is None else tokens.pivot[index[start:end][vis].to(
+                        tokens.pivot.device)]
+                    chunk = PrefillChunk(self.n_protected + n_kept_text, end - start, n_visual, self.visual_seen,
+                                         chunk_pos[:, vis], pivot, self.total_tokens, self._rerotate,
+                                         adapter.time_row, observed, self.press_state)
+                    shift = press.compress(self.cache, chunk)
+                    if shift is not None:
+                        self.shift = TimeShift(self.shift.amount + shift.amount, shift.text_rows)
+            self.n_protected += n_kept_text
             if self.progress is not None:
                 self.progress("prefill", end, total)
         self.seconds["prefill"] += time.perf_counter() - t0
+
+    def _rerotate(self, keys: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """Post-RoPE keys (B, H, K, d) moved from positions ``old`` to ``new`` (each (R, K)) with the model's rotary."""
+        x = keys[:, :1, :, :1]
+        rotary, ops = self.lm.rotary_emb, self.lm.attention
+        return ops.rerotate(keys, rotary(x, old.unsqueeze(1)), rotary(x, new.unsqueeze(1)))
+
+    def _shifted(self, positions: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """(R, n) ``positions`` of block entries after the session's time shift: visual entries on the model's time
+        row, structural entries on the rows text moves on."""
+        if not self.shift.amount:
+            return positions
+        out = positions.clone()
+        out[self.adapter.time_row, visual] += self.shift.amount
+        for row in self._text_rows():
+            out[row, ~visual] += self.shift.amount
+        return out
+
+    def _text_rows(self) -> tuple[int, ...]:
+        rows = self.shift.text_rows
+        return tuple(range(self.adapter.position_rows)) if rows is None else rows
 
     def _chunks(self, total: int, n_text: int, tokens: VisualTokens) -> list[tuple[int, int]]:
         """(start, end) of each prefill chunk: every ``chunk_size`` tokens, or, for a press that sets its own chunks
@@ -223,10 +251,10 @@ class VideoSession:
         return list(zip([0] + ends[:-1], ends))
 
     def text_positions(self, start: int, n: int) -> torch.Tensor:
-        """(3, 1, n) M-RoPE ids of text at ``start..start+n-1`` after any press shift (rows the press names)."""
-        pos = (start + torch.arange(n, device=self.adapter.device)).expand(3, -1).clone()
-        if self.time_shift and self.method.press is not None:
-            pos[list(self.method.press.text_shift_rows)] += self.time_shift
+        """(R, 1, n) position ids of text at ``start..start+n-1`` after any press shift (on the rows it names)."""
+        pos = self.adapter.text_positions(start, n, self.adapter.device)
+        if self.shift.amount:
+            pos[list(self._text_rows())] += self.shift.amount
         return pos.unsqueeze(1)
 
     @torch.inference_mode()
@@ -252,42 +280,63 @@ class VideoSession:
                        self.progress)
 
 
+def _protect_new(cache, n_protected: int, visual: torch.Tensor) -> None:
+    """Move the protected entries the last forward appended (``~visual`` of its ``len(visual)`` entries) to the
+    protected front of every layer, keeping order otherwise: ``[protected, new protected, older evictable, new
+    visual]``. A no-op when they are already there (Qwen2-VL: the prefix, then visual tokens only)."""
+    n_new = len(visual)
+    length = cache.get_seq_length()
+    older = length - n_new - n_protected  # evictable entries cached before this chunk
+    new_text = (~visual).nonzero().flatten()
+    if len(new_text) == 0 or (older == 0 and bool((new_text == torch.arange(len(new_text), device=new_text.device))
+                                                 .all())):
+        return
+    base = length - n_new
+    order = torch.cat([torch.arange(n_protected, device=visual.device), base + new_text,
+                       torch.arange(n_protected, base, device=visual.device), base + visual.nonzero().flatten()])
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(2, order.to(layer.keys.device))
+        layer.values = layer.values.index_select(2, order.to(layer.values.device))
+
+
 @torch.inference_mode()
 def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, max_new_tokens: int = 128,
                       sampling: Sampling | None = None, record_logits: bool = False, progress=None) -> Answer:
-    """One forward over [prefix, visual, question] so a layer pruner sees the question rows, then decode."""
+    """One forward over [prefix, video block, question] so a layer pruner sees the question rows, then decode."""
     if method.press is not None:
         raise ValueError(f"method {method.name!r} combines a layer pruner with a KV press; pick one of the two")
-    lm, device = method.language_model(adapter.lm), adapter.device
+    lm, device, block, tokens = method.language_model(adapter.lm), adapter.device, encoded.block, encoded.tokens
     tail = adapter.tail_ids(encoded.tail_template, question)
-    n_pre, n_vis, n_tail = len(encoded.prefix_ids), len(encoded.tokens), len(tail)
+    n_pre, n_block, n_tail = len(encoded.prefix_ids), len(block), len(tail)
     seconds = dict(encoded.seconds)
     t0 = time.perf_counter()
     embeds = torch.cat([lm.embed_tokens(torch.tensor([encoded.prefix_ids], device=device)),
-                        encoded.tokens.embeds.to(device, adapter.dtype).unsqueeze(0),
+                        block.embeds.to(device, adapter.dtype).unsqueeze(0),
                         lm.embed_tokens(torch.tensor([tail], device=device))], dim=1)
-    positions = torch.cat([torch.arange(n_pre).expand(3, -1), encoded.tokens.positions.cpu(),
-                           encoded.next_position + torch.arange(n_tail).expand(3, -1)], dim=1)
-    visual = torch.zeros(n_pre + n_vis + n_tail, dtype=torch.bool, device=device)
-    visual[n_pre:n_pre + n_vis] = True
+    positions = torch.cat([adapter.text_positions(0, n_pre, device), block.positions.to(device),
+                           adapter.text_positions(encoded.next_position, n_tail, device)], dim=1)
+    text = torch.zeros(n_pre, dtype=torch.bool, device=device)
+    visual = torch.cat([text, block.visual.to(device), torch.zeros(n_tail, dtype=torch.bool, device=device)])
     query = torch.zeros_like(visual)
-    query[n_pre + n_vis:] = True
-    cache = new_cache(lm.config)
+    query[n_pre + n_block:] = True
+    group = tokens.group if tokens.group is not None else tokens.thw[:, 0]
     groups = torch.full_like(visual, -1, dtype=torch.long)
-    tokens = encoded.tokens
-    groups[n_pre:n_pre + n_vis] = (tokens.group if tokens.group is not None else tokens.thw[:, 0]).to(device)
-    hidden, kept = forward(lm, embeds, positions.to(device).unsqueeze(1), cache, pruner=method.layer_pruner,
+    at = block.index.to(device)
+    groups[n_pre:n_pre + n_block][at >= 0] = group.to(device)[at[at >= 0]]
+    cache = new_cache(lm.config)
+    hidden, kept = forward(lm, embeds, positions.unsqueeze(1), cache, pruner=method.layer_pruner,
                            visual=visual, query=query, groups=groups)
     logits = lm.logits(hidden[:, -1])[0]
     seconds["prefill"] += time.perf_counter() - t0
     if progress is not None:
         progress("prefill", 1, 1)
-    n_kept = int(visual[kept].sum()) if kept is not None else n_vis
+    n_kept = int(visual[kept].sum()) if kept is not None else int(block.visual.sum())
     stats = RunStats(method.name, method.keep, method.budget, encoded.visual_tokens, n_kept,
-                     n_pre + n_vis + n_tail, kv_bytes(cache), seconds, encoded.frames_planned, encoded.frames_decoded)
+                     n_pre + n_block + n_tail, kv_bytes(cache), seconds, encoded.frames_planned,
+                     encoded.frames_decoded)
     stats.notes = run_notes(method, stats, tokens.tokens_per_step)
-    return _decode(adapter, lm, cache, logits, torch.tensor(encoded.next_position + n_tail), stats, max_new_tokens,
-                   sampling, record_logits, progress)
+    next_position = adapter.text_positions(encoded.next_position + n_tail, 1, device)[:, 0]
+    return _decode(adapter, lm, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress)
 
 
 def run_notes(method, stats: RunStats, tokens_per_step: int) -> list[str]:

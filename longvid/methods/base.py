@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 
@@ -59,9 +58,14 @@ class TokenPlan:
 
 
 class Stage:
-    """Common base: a stage that needs the question says so (sessions refuse it)."""
+    """Common base: a stage that needs the question says so (sessions refuse it), and a stage that cannot run on some
+    model says why before any work is done (``check_model``)."""
 
     query_aware: bool = False
+
+    def check_model(self, model) -> None:
+        """Raise a one-line ValueError if this stage cannot run on ``model`` (a model adapter: ``num_layers``,
+        ``time_row``, ``family``, ``position_rows``)."""
 
 
 @dataclass
@@ -115,7 +119,7 @@ class PruneContext:
     Attributes
     ----------
     layer : torch.nn.Module
-        The decoder layer ``layer_idx`` (its ``self_attn`` has the q/k projections for attention scores).
+        The decoder layer ``layer_idx``.
     hidden_in : torch.Tensor
         (1, L, D) input of the layer.
     hidden_out : torch.Tensor
@@ -129,6 +133,13 @@ class PruneContext:
     groups : torch.LongTensor
         (L,) selection group of each visual token (``VisualTokens.group``, or its temporal step when a reducer set
         none); -1 at text tokens.
+    qk : callable
+        ``qk(query_rows=None, rope=True) -> (q (1, H_q, R, d), k (1, H_kv, L, d))``: this layer's queries (for
+        ``query_rows``) and keys for its input, as the model's attention computes them (the family's norms,
+        projections and QK-norms), with RoPE or un-rotated. Methods score from these, never from their own idea of
+        a layer's internals.
+    scaling : float
+        The attention's softmax scale (``1 / sqrt(head_dim)`` for these families).
     """
 
     layer_idx: int
@@ -139,6 +150,8 @@ class PruneContext:
     visual: torch.Tensor
     query: torch.Tensor
     groups: torch.Tensor
+    qk: object = None
+    scaling: float = 1.0
 
 
 class LayerPruner(Stage):
@@ -157,6 +170,9 @@ class LayerPruner(Stage):
         resolve differently per model)."""
         return self.layer
 
+    def check_model(self, model) -> None:
+        self.check_layers(model.num_layers)
+
     def check_layers(self, num_layers: int) -> None:
         """Raise a one-line ValueError if this pruner's layer does not exist in a model of ``num_layers`` layers."""
         layer = self.layer_index(num_layers)
@@ -169,27 +185,44 @@ class LayerPruner(Stage):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class TimeShift:
+    """How a press moved time: every later token moves by ``amount`` (<= 0) on the position row that carries a
+    visual token's time (the model's ``time_row``); text moves on ``text_rows`` (None: every row, so text keeps equal
+    rows; ``(time_row,)``: only that row, as ReTaKe's code does)."""
+
+    amount: int
+    text_rows: tuple[int, ...] | None = None
+
+
 @dataclass
 class PrefillChunk:
     """What a KVPress sees after each prefill forward (batch 1).
 
+    The forward appended ``n_new`` entries to every layer; the engine has already moved the new protected entries
+    (text, and the structural tokens a family writes inside the video block) to the protected front, so each layer
+    is ``[n_protected protected | older visual | the chunk's n_new_visual visual entries]``.
+
     Attributes
     ----------
     n_protected : int
-        Cache entries at the front that are never evicted (the chat prefix).
+        Cache entries at the front that are never evicted (the chat prefix, structural tokens so far).
     n_new : int
-        Entries the forward just appended at the end of every layer; the last ``n_new_visual`` are visual.
+        Entries this forward appended; ``n_new_visual`` of them visual (now the last ones, in order).
     n_new_visual : int
     visual_seen : int
         Visual tokens prefilled so far, this chunk included.
     positions : torch.LongTensor
-        (3, n_new) M-RoPE ids the new keys were rotated with.
+        (R, n_new_visual) position ids the chunk's visual keys were rotated with.
     pivot : torch.BoolTensor or None
         (n_new_visual,) key-patch flags of the new visual tokens (ReTaKe's DPSelect), if any.
     total_tokens : int
         Prompt length known to the session (chat prefix + all visual tokens so far).
-    rotary : callable
-        ``rotary(positions (3, 1, n)) -> (cos, sin)``, the model's rotary embedding, to re-rotate kept keys.
+    rerotate : callable
+        ``rerotate(keys (B, H, K, d), old (R, K), new (R, K)) -> keys``: post-RoPE keys moved from one set of
+        positions to another with the model's rotary (and its inverse), to re-index kept keys.
+    time_row : int or None
+        The position row carrying time (the model's); None where time is text, so nothing may squeeze it.
     observed : dict
         layer index -> what the press's ``observe`` returned for that layer during this chunk's forward.
     state : dict
@@ -206,7 +239,8 @@ class PrefillChunk:
     positions: torch.Tensor
     pivot: torch.Tensor | None
     total_tokens: int
-    rotary: object
+    rerotate: object = None
+    time_row: int | None = 0
     observed: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict)
     kept: dict = field(default_factory=dict)
@@ -216,20 +250,20 @@ class PrefillChunk:
 class KVPress(Stage, Budget):
     """Compresses the KV cache between prefill chunks, per layer and per KV head, under a visual-token budget.
 
-    Only the visual entries are evictable (text before the video is protected). Each KV head keeps the same number
+    Only the visual entries are evictable (text, and the structural tokens a family writes inside the video block,
+    are protected; the engine keeps them at the front of the cache). Each KV head keeps the same number
     of entries, so the cache stays rectangular. The default ``compress`` keeps, after every chunk, the
     ``target(visual_seen)`` best-scoring visual entries of the whole cache; subclasses give ``score``. A press whose
     score of an entry depends on that entry alone sets ``per_entry_scores = True``: each entry is then scored once,
     when it arrives, and its score kept beside it (``chunk.state``), instead of re-scoring the whole cache after every
     chunk. A press that needs each layer's queries sets ``observes = True`` and gets ``observe`` calls during the
-    chunk's forward. ``compress`` may return a temporal position shift (<= 0) for every later token, when it
-    re-indexed the kept entries' time (PivotKV); ``text_shift_rows`` says which M-RoPE rows of text tokens follow it.
-    A press holds settings only: what one session needs between chunks lives in ``chunk.state``.
+    chunk's forward. ``compress`` may return a `TimeShift` for every later token, when it re-indexed the kept
+    entries' time (PivotKV). A press holds settings only: what one session needs between chunks lives in
+    ``chunk.state``.
     """
 
     observes = False
     per_entry_scores = False
-    text_shift_rows: ClassVar[tuple[int, ...]] = (0, 1, 2)
 
     def will_compress(self, total_tokens: int) -> bool:
         """Whether this press may evict anything for a prompt of ``total_tokens``; if not, nothing is observed."""
@@ -239,12 +273,11 @@ class KVPress(Stage, Budget):
         """Prefill chunk length this press needs for a video of ``num_steps`` temporal steps (None: the session's)."""
         return None
 
-    def observe(self, layer_idx: int, attn: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, position_embeddings,
-                n_visual: int):
-        """If ``observes``: one layer's queries q (1, H_q, n_visual, d) and keys k (1, H_kv, n_visual, d) of the
-        chunk's visual tokens before RoPE, captured from the attention's own projections (not recomputed), and the
-        (cos, sin) (1, n_visual, d) of their positions. The return value reaches ``compress`` as
-        ``chunk.observed[layer_idx]``."""
+    def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float):
+        """If ``observes``: one layer's queries q (1, H_q, n, d) and keys k (1, H_kv, n, d) of the chunk's n visual
+        tokens before RoPE (after the family's QK-norms), captured from the attention itself (not recomputed);
+        ``rope(x)`` rotates such a tensor to their positions; ``scaling`` is the softmax scale. The return value
+        reaches ``compress`` as ``chunk.observed[layer_idx]``."""
 
     def score(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(B, H_kv, L) scores for the evictable entries; ``keys``/``values`` are (B, H_kv, L, d), keys post-RoPE."""
@@ -254,7 +287,16 @@ class KVPress(Stage, Budget):
         """Visual entries to keep per head once ``num_visual_seen`` visual tokens have been prefilled."""
         return num_to_keep(num_visual_seen, self.keep, self.budget)
 
-    def compress(self, cache, chunk: PrefillChunk) -> int:
+    def moves_time(self) -> bool:
+        """Whether ``compress`` re-indexes time (then a model without a time row is refused)."""
+        return False
+
+    def check_model(self, model) -> None:
+        if self.moves_time() and model.time_row is None:
+            raise ValueError(f"it squeezes time, which {model.family} writes as text between frames, not in a "
+                             f"position row; pass {setting('reforge', False)} to keep positions")
+
+    def compress(self, cache, chunk: PrefillChunk) -> TimeShift | None:
         """Evict in place so every layer keeps its protected entries and ``target`` visual ones per head."""
         n_keep = self.target(chunk.visual_seen)
         for layer_idx, layer in enumerate(cache.layers):
@@ -270,7 +312,7 @@ class KVPress(Stage, Budget):
             layer.values = gather_entries(values, keep, chunk.n_protected)
             if self.per_entry_scores:
                 chunk.state[layer_idx] = scores.gather(-1, keep)
-        return 0
+        return None
 
     def _scores(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor, chunk: PrefillChunk) -> torch.Tensor:
         """(B, H_kv, L) float32 scores of the evictable entries; with ``per_entry_scores`` only the entries that

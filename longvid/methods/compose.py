@@ -32,14 +32,14 @@ class Method:
     def query_aware(self) -> bool:
         return any(stage.query_aware for stage in self.stages())
 
-    def check_model(self, num_layers: int) -> None:
-        """Raise a one-line ValueError naming this method if a stage cannot run on a model with ``num_layers``
-        decoder layers (e.g. a layer pruner's layer past the last one), before any work is done."""
-        if self.layer_pruner is None:
-            return
+    def check_model(self, model) -> None:
+        """Raise a one-line ValueError naming this method if a stage cannot run on ``model`` (a model adapter: its
+        ``num_layers``, ``time_row``, ``family``), before any work is done: a layer pruner's layer past the last one,
+        a stage that moves time on a model that writes time as text."""
         with method_context(self.name):
             try:
-                self.layer_pruner.check_layers(num_layers)
+                for stage in self.stages():
+                    stage.check_model(model)
             except ValueError as err:
                 raise ValueError(f"method {self.name!r}: {err}") from None
 

@@ -22,6 +22,9 @@ import torch
 
 from longvid.engine.forward import LanguageModel
 from longvid.errors import check_positive, option
+from longvid.models.attention import AttentionOps
+from longvid.models.base import EncodedVision, ModelAdapter, VideoBlock
+from longvid.tokens import VisualTokens
 from longvid.video import smart_resize, resize_frames
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -95,15 +98,19 @@ def pixel_plan_from_checkpoint(path: Path, min_pixels: int | None = None, max_pi
                             pre.get("max_pixels") if max_pixels is None else max_pixels)
 
 
-class Qwen2VLAdapter:
-    """Qwen2-VL / Qwen2.5-VL: preprocessing, prompt, windowed vision encoding and M-RoPE layout."""
+class Qwen2VLAdapter(ModelAdapter):
+    """Qwen2-VL / Qwen2.5-VL: preprocessing, prompt, windowed vision encoding and M-RoPE layout.
+
+    The video block is the visual tokens alone (the chat template's ``<|vision_start|>`` and ``<|vision_end|>``
+    are the prefix's last and the tail's first token); 3 position rows, time on row 0.
+    """
 
     families = ("qwen2_vl", "qwen2_5_vl")
+    position_rows, time_row = 3, 0
 
     def __init__(self, model, tokenizer, *, min_pixels: int | None = None, max_pixels: int | None = None,
                  image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD):
         self.model, self.tokenizer = model, tokenizer
-        self.family = model.config.model_type
         vc = model.config.vision_config
         self.patch_size, self.merge, self.temporal_patch = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size
         self.tokens_per_second = getattr(vc, "tokens_per_second", None) if self.family == "qwen2_5_vl" else None
@@ -113,15 +120,7 @@ class Qwen2VLAdapter:
         self.video_token_id = model.config.video_token_id
         inner = model.model.language_model
         self.lm = LanguageModel(model.config.text_config, inner.embed_tokens, inner.layers, inner.norm,
-                                inner.rotary_emb, model.lm_head)
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.lm_head.weight.dtype
+                                inner.rotary_emb, model.lm_head, AttentionOps())
 
     # ----- pixels ---------------------------------------------------------------------------------------------
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
@@ -166,14 +165,14 @@ class Qwen2VLAdapter:
         tp = self.temporal_patch
         gh, gw = height // self.patch_size, width // self.patch_size
         per_window = max(1, max_window_patches // (gh * gw)) * tp  # frames, whole temporal steps
-        out = [self.encode(self.preprocess(frames[a:a + per_window], timestamps[a:a + per_window]), max_window_patches)
+        out = [self.encode_inputs(self.preprocess(frames[a:a + per_window], timestamps[a:a + per_window]), max_window_patches)
                for a in range(0, len(frames), per_window)]
         times = torch.as_tensor(np.asarray(timestamps, dtype=np.float64))
         grid = (-(-len(frames) // tp), gh, gw)
         return torch.cat(out), VideoInputs(None, grid, times[::tp].clone(), _seconds_per_step(times, tp))
 
     @torch.inference_mode()
-    def encode(self, video: VideoInputs, max_window_patches: int = 16384) -> torch.Tensor:
+    def encode_inputs(self, video: VideoInputs, max_window_patches: int = 16384) -> torch.Tensor:
         """(N, D) LLM-space visual tokens, encoding a few temporal steps at a time.
 
         Exact: the Qwen2-VL / Qwen2.5-VL ViT attends only within a temporal step (``cu_seqlens`` per step).
@@ -207,6 +206,27 @@ class Qwen2VLAdapter:
         t, gh, gw = grid_thw
         return t, gh // self.merge, gw // self.merge
 
+    def encode(self, frames: np.ndarray, timestamps, *, start: int, first_step: int = 0,
+               seconds_per_step: float | None = None) -> EncodedVision:
+        embeds, inputs = self.encode_video(frames, timestamps)
+        step_seconds = inputs.seconds_per_step if seconds_per_step is None else seconds_per_step
+        t, h, w = self.merged_grid(inputs.grid_thw)
+        steps, gh, gw = inputs.grid_thw
+        thw = torch.stack(torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij"), -1)
+        thw = thw.reshape(-1, 3)
+        # positions of the whole video so far, then the columns of these steps: later steps continue the time axis
+        positions = self.visual_positions(start, (first_step + steps, gh, gw), step_seconds)[:, first_step * h * w:]
+        tokens = VisualTokens(embeds=embeds, thw=thw + torch.tensor([first_step, 0, 0]), positions=positions,
+                              time=inputs.step_times[thw[:, 0]], merged=torch.ones(len(thw), dtype=torch.long),
+                              grid_thw=(t, h, w), num_original=len(thw))
+        return EncodedVision(tokens, steps, step_seconds, int(positions.max()) + 1)
+
+    def video_block(self, tokens: VisualTokens, start: int, end: int) -> VideoBlock:
+        """The visual tokens as they are: Qwen2-VL writes nothing between frames."""
+        n = len(tokens)
+        return VideoBlock(tokens.embeds, tokens.positions, torch.ones(n, dtype=torch.bool), torch.arange(n),
+                          end if tokens.end_position is None else tokens.end_position)
+
     # ----- prompt --------------------------------------------------------------------------------------------
     def prompt_parts(self, system: str | None = None) -> tuple[list[int], str]:
         """Token ids before the video pads (ending with <|vision_start|>) and the text template after them.
@@ -225,18 +245,8 @@ class Qwen2VLAdapter:
 
     def tail_ids(self, tail_template: str, question: str) -> list[int]:
         if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"question must be a non-empty string, got {question!r}")
+            raise ValueError("the question is empty: ask something about the video")
         return self.tokenizer(tail_template.replace(_QUESTION, question), add_special_tokens=False)["input_ids"]
-
-    def stop_ids(self) -> set[int]:
-        eos = self.model.generation_config.eos_token_id
-        ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return ids
-
-    def decode_text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 def _seconds_per_step(times: torch.Tensor, temporal_patch: int) -> float:

@@ -284,7 +284,7 @@ def prepare_eval(settings: EvalSettings, *, lm=None, command: str | None = None,
     model = settings.model or str(tiny_model_path())
     lm = lm or longvid.load(model)
     for method, keep in settings.runs():
-        settings.method(method, keep).check_model(len(lm.adapter.lm.layers))
+        settings.method(method, keep).check_model(lm.adapter)
     parent = writable_folder(Path(settings.out or "longvid-eval"), option="out")
     config = dict(settings=asdict(settings), model=str(model), command=command or " ".join(sys.argv),
                   started=time.strftime("%Y-%m-%d %H:%M:%S"), torch=torch.__version__,

@@ -362,12 +362,10 @@ def answer_logits(model, adapter, examples: list[Example], with_visual: bool = F
 
 def _attention_guidance(lm, layer_inputs, cos_sin, mask, attend) -> torch.Tensor:
     """Mean of ``-log(attention mass on the target keys)`` of head 0 of the given layer, over ``attend`` items."""
-    from longvid.methods.attention import project_qk
-
     losses = []
     for index in sorted({a[0] for a in attend}):
         layer = lm.layers[index]
-        q, k = project_qk(layer.self_attn, layer.input_layernorm(layer_inputs[index]), cos_sin)
+        q, k = lm.attention.qk(layer, layer_inputs[index], cos_sin)
         scores = (q[:, 0] @ k[:, 0].transpose(-1, -2)) * layer.self_attn.scaling  # (B, L, L), head 0
         logp = scores.masked_fill(~mask, float("-inf")).log_softmax(-1)
         for _, row, at, keys in (a for a in attend if a[0] == index):

@@ -23,6 +23,10 @@ later token (next chunks, question, answer) moves back by the time removed, so t
 - text after a squeezed chunk: code shifts only the temporal row; the default shifts all three rows, so text
   tokens keep t = h = w.
 
+The time row is the model's (``PrefillChunk.time_row``): M-RoPE's temporal row, or the only row of 1-D RoPE (as
+ReTaKe's LLaVA-Video code squeezes 1-D positions). A model that writes time as text (Qwen3-VL) has none, so
+``reforge`` refuses it; ``reforge=false`` (keep positions) runs everywhere.
+
 ``yarn_factor`` reproduces the recipe's YaRN RoPE scaling of the LLM (factor 4, beta_fast 32, beta_slow 1); the
 ``retake`` preset sets it, as every released ReTaKe config does.
 
@@ -41,8 +45,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from longvid.errors import setting
-from longvid.methods.attention import apply_rope, attention_received, rerotate
-from longvid.methods.base import KVPress, PrefillChunk, num_to_keep_floor, top_k_indices
+from longvid.methods.attention import attention_received
+from longvid.methods.base import KVPress, PrefillChunk, TimeShift, num_to_keep_floor, top_k_indices
 
 
 @dataclass
@@ -66,9 +70,8 @@ class PivotKV(KVPress):
             raise ValueError(f"{setting('yarn_factor', self.yarn_factor)} is invalid: YaRN scales RoPE by a factor "
                              ">= 1 (the recipe's 4)")
 
-    @property
-    def text_shift_rows(self) -> tuple[int, ...]:
-        return (0,) if self.faithful else (0, 1, 2)
+    def moves_time(self) -> bool:
+        return self.reforge
 
     def ratio(self, total_tokens: int) -> float:
         """Share of each chunk to keep: ``keep`` if given, else ``max_input_length`` (or ``budget``) / prompt."""
@@ -85,33 +88,33 @@ class PivotKV(KVPress):
             return self.chunk_steps * tokens_per_step
         return max(1, min(self.chunked_prefill_frames, num_steps) * tokens_per_step // temporal_patch)
 
-    def observe(self, layer_idx, attn, q, k, position_embeddings, n_visual) -> torch.Tensor:
+    def observe(self, layer_idx, q, k, rope, scaling) -> torch.Tensor:
         """(n_visual,) float32 attention each visual token of the chunk receives from the chunk, mean over heads."""
         if not self.reforge:  # the reference scores with the rotated q and k when it does not re-index positions
-            q, k = apply_rope(q, position_embeddings), apply_rope(k, position_embeddings)
-        return attention_received(q, k, attn.scaling, reduce="sum")[0].mean(0)
+            q, k = rope(q), rope(k)
+        return attention_received(q, k, scaling, reduce="sum")[0].mean(0)
 
-    def compress(self, cache, chunk: PrefillChunk) -> int:
+    def compress(self, cache, chunk: PrefillChunk) -> TimeShift | None:
         n = chunk.n_new_visual
         ratio = self.ratio(chunk.total_tokens)
         if ratio >= 1 or n == 0:
-            return 0
+            return None
         n_keep = num_to_keep_floor(n, ratio)
-        old = chunk.positions[:, -n:]
-        t0, t_last = int(old[0].min()), int(old[0].max())
+        old, row = chunk.positions, chunk.time_row
+        if self.reforge:
+            t0, t_last = int(old[row].min()), int(old[row].max())
         for layer_idx, layer in enumerate(cache.layers):
             kept = self._kept(chunk.observed[layer_idx], chunk.pivot, n_keep)
             chunk.kept[layer_idx] = kept
             keys = layer.keys[:, :, -n:][:, :, kept]
             if self.reforge:
                 before = old[:, kept]
-                after = self.squeeze(before, t0, n_keep, n)
-                keys = rerotate(keys, chunk.rotary(before.unsqueeze(1)), chunk.rotary(after.unsqueeze(1)))
+                keys = chunk.rerotate(keys, before, self.squeeze(before, t0, n_keep, n, row))
             layer.keys = torch.cat([layer.keys[:, :, :-n], keys], dim=2)
             layer.values = torch.cat([layer.values[:, :, :-n], layer.values[:, :, -n:][:, :, kept]], dim=2)
         if not self.reforge:
-            return 0
-        return (t0 + (t_last - t0) * n_keep // n) - t_last
+            return None
+        return TimeShift((t0 + (t_last - t0) * n_keep // n) - t_last, (row,) if self.faithful else None)
 
     def _kept(self, scores: torch.Tensor, pivot: torch.Tensor | None, n_keep: int) -> torch.Tensor:
         """Sorted indices of the ``n_keep`` chunk tokens to keep, pivots favoured as ``faithful`` says."""
@@ -124,10 +127,10 @@ class PivotKV(KVPress):
         return top_k_indices(scores, n_keep)
 
     @staticmethod
-    def squeeze(positions: torch.Tensor, t0: int, n_keep: int, n: int) -> torch.Tensor:
-        """(3, K) ids with the temporal row mapped to ``t0 + floor((t - t0) * n_keep / n)``."""
+    def squeeze(positions: torch.Tensor, t0: int, n_keep: int, n: int, row: int = 0) -> torch.Tensor:
+        """(R, K) ids with the time row mapped to ``t0 + floor((t - t0) * n_keep / n)`` (the other rows unchanged)."""
         out = positions.clone()
-        out[0] = t0 + (positions[0] - t0) * n_keep // n
+        out[row] = t0 + (positions[row] - t0) * n_keep // n
         return out
 
     def language_model(self, lm):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from longvid.errors import setting
-from longvid.methods.attention import attention_received, project_qk
+from longvid.methods.attention import attention_received
 from longvid.methods.base import Budget, LayerPruner, PruneContext, num_to_keep, top_k_indices
 
 
@@ -37,9 +37,8 @@ class FastV(LayerPruner, Budget):
 
     def scores(self, ctx: PruneContext) -> torch.Tensor:
         """(L,) mean-over-heads attention of the last token over every position of the sequence."""
-        attn = ctx.layer.self_attn
-        q, k = project_qk(attn, ctx.layer.input_layernorm(ctx.hidden_in), ctx.position_embeddings, query_rows=[-1])
-        return attention_received(q, k, attn.scaling)[0].mean(0)
+        q, k = ctx.qk(query_rows=[-1], rope=True)
+        return attention_received(q, k, ctx.scaling)[0].mean(0)
 
     def select(self, ctx: PruneContext) -> torch.Tensor:
         visual_idx = ctx.visual.nonzero().flatten()

@@ -27,7 +27,7 @@ import math
 import torch
 
 from longvid.errors import setting
-from longvid.methods.attention import attention_received, project_qk
+from longvid.methods.attention import attention_received
 from longvid.methods.base import LayerPruner, PruneContext, num_to_keep_floor, top_k_indices
 
 
@@ -66,10 +66,8 @@ class PruneVidPrune(LayerPruner):
 
     def scores(self, ctx: PruneContext) -> torch.Tensor:
         """(L,) max over heads and question rows of the RoPE-free, unmasked attention at this layer."""
-        attn = ctx.layer.self_attn
-        rows = ctx.query.nonzero().flatten()
-        q, k = project_qk(attn, ctx.layer.input_layernorm(ctx.hidden_in), None, query_rows=rows)
-        return attention_received(q, k, attn.scaling, reduce="max")[0].amax(0)
+        q, k = ctx.qk(query_rows=ctx.query.nonzero().flatten(), rope=False)
+        return attention_received(q, k, ctx.scaling, reduce="max")[0].amax(0)
 
     def select(self, ctx: PruneContext) -> torch.Tensor:
         if self.alpha >= 1:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from longvid.errors import option
 from longvid.methods.base import Budget, TokenReducer, num_to_keep
 from longvid.methods.change import slot_change
 from longvid.tokens import VisualTokens
@@ -72,6 +73,12 @@ class DPSelect(TokenReducer, Budget):
 
     patch_sync: bool = False
 
+    def check_model(self, model) -> None:
+        keep = 1.0 if self.keep is None else self.keep
+        if (keep < 1 or self.budget is not None) and model.time_row is None:
+            raise ValueError(f"below keep 1 it squeezes time into fewer steps, which {model.family} writes as text "
+                             f"between frames; pass {option('keep', 1.0)} to mark pivots only, or use evs")
+
     def reduce(self, tokens: VisualTokens, query_embeds: torch.Tensor | None = None) -> VisualTokens:
         t, h, w = tokens.grid_thw
         n = h * w
@@ -91,7 +98,8 @@ class DPSelect(TokenReducer, Budget):
         # stable descending sort: equal scores keep the earlier step first, so the choice is deterministic
         steps = score.sort(dim=0, descending=True, stable=True).indices[:n_steps].sort(dim=0).values  # (t', N)
         index = (steps * n + torch.arange(n)).flatten()  # time-major: rank r, then slot
-        positions = tokens.positions.reshape(3, t, n)[:, :n_steps].reshape(3, -1)  # the layout of a t'-step video
+        rows = tokens.positions.shape[0]  # 3 M-RoPE rows, or 1
+        positions = tokens.positions.reshape(rows, t, n)[:, :n_steps].reshape(rows, -1)  # a t'-step video's layout
         kept = tokens.select(index)
         return kept.replace(positions=positions, pivot=pivot[index.to(pivot.device)],
                             end_position=int(positions.max()) + 1)

@@ -128,20 +128,20 @@ class PruneVidMerge(TokenReducer):
         generator = torch.Generator().manual_seed(self.seed)
         x = tokens.embeds.float().view(t, p, -1)
         labels, _ = dpc_knn(x.mean(1), max(1, int(t * self.temporal_segment_ratio)), self.k, generator)
-        parts = []  # (embeds (n, D), representative token index (n,), merged (n,)) per non-empty set
+        parts = []  # per non-empty set: embeds (n, D), representative (n,), merged (n,), members (token, output)
         for start, end in segments(refine_clusters(labels)):
             parts += self._segment(x, tokens.merged.view(t, p), start, end, generator)
-        embeds, index, merged = (torch.cat(z) for z in zip(*parts))
+        embeds, index, merged = (torch.cat(z) for z in list(zip(*parts))[:3])
         group = torch.cat([torch.full((len(z[0]),), g, dtype=torch.long) for g, z in enumerate(parts)])
-        return tokens.replace(
-            embeds=embeds.to(tokens.embeds.dtype),
-            thw=tokens.thw[index],
-            positions=tokens.positions[:, index],
-            time=tokens.time[index.to(tokens.time.device)],
-            merged=merged,
-            group=group.to(merged.device),
-            pivot=None if tokens.pivot is None else tokens.pivot[index],
-        )
+        assign = torch.empty(len(tokens), dtype=torch.long, device=index.device)
+        offset = 0
+        for e, _, _, (members, local) in parts:
+            assign[members] = offset + local
+            offset += len(e)
+        # embeds are the means as the reference computes them (static: over time, then over a cluster); every other
+        # per-token extra (e.g. DeepStack features) is pooled over the same members by ``pool``
+        return tokens.pool(assign, index, embeds=embeds.to(tokens.embeds.dtype), merged=merged,
+                           group=group.to(merged.device))
 
     def _segment(self, x: torch.Tensor, merged: torch.Tensor, start: int, end: int, generator: torch.Generator):
         """Static set then each step's dynamic set of steps ``start:end`` of x (T, P, D); merged is (T, P)."""
@@ -153,27 +153,33 @@ class PruneVidMerge(TokenReducer):
         slots, dynamic = torch.arange(p, device=x.device), ~static
         parts = []
         if static.any():
-            e, index, count = self._merge(seg[:, static].mean(0, keepdim=True), merged[start:end, static].sum(0)[None],
-                                          start * p + slots[static][None], generator)
-            parts.append((e[0], index[0], count[0]))
+            e, index, count, labels = self._merge(seg[:, static].mean(0, keepdim=True),
+                                                  merged[start:end, static].sum(0)[None],
+                                                  start * p + slots[static][None], generator)
+            steps = torch.arange(start, end, device=x.device).unsqueeze(-1) * p  # a static slot stands for every step
+            members = (steps + slots[static]).flatten(), labels[0].expand(end - start, -1).flatten()
+            parts.append((e[0], index[0], count[0], members))
         if dynamic.any():
             for first in range(start, end, STEPS_PER_BATCH):
                 last = min(first + STEPS_PER_BATCH, end)
                 e = x[first:last] if dynamic.all() else x[first:last, dynamic]  # no copy when all are dynamic
                 index = torch.arange(first, last, device=x.device).unsqueeze(-1) * p + slots[dynamic]
-                parts += zip(*self._merge(e, merged[first:last, dynamic], index, generator))
+                out_e, out_index, out_count, labels = self._merge(e, merged[first:last, dynamic], index, generator)
+                parts += [(a, b, c, (i, lab)) for a, b, c, i, lab in zip(out_e, out_index, out_count, index, labels)]
         return parts
 
     def _merge(self, e: torch.Tensor, merged: torch.Tensor, index: torch.Tensor, generator: torch.Generator):
         """DPC-kNN merge of B sets of n tokens if n > min_cluster_tokens, else the tokens as they are.
 
         e is (B, n, D); merged and index (B, n) give each token's original count and representative token.
-        Returns embeds (B, n', D), index (B, n') of each cluster's centre token, merged (B, n').
+        Returns embeds (B, n', D), index (B, n') of each cluster's centre token, merged (B, n'), and labels (B, n):
+        the output each input element went to.
         """
         n = e.shape[1]
         n_clusters = int(n * self.cluster_ratio)
         if n <= self.min_cluster_tokens or n_clusters < 1:
-            return e, index, merged
+            return e, index, merged, torch.arange(n, device=e.device).expand(len(e), n)
         labels, centres = dpc_knn(e, n_clusters, self.k, generator)
         counts = torch.zeros(len(e), n_clusters, dtype=merged.dtype, device=merged.device)
-        return cluster_means(e, labels, n_clusters), index.gather(1, centres), counts.scatter_add_(1, labels, merged)
+        return (cluster_means(e, labels, n_clusters), index.gather(1, centres),
+                counts.scatter_add_(1, labels, merged), labels)

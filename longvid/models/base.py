@@ -1,0 +1,158 @@
+"""The model seam: what the engine and the methods use of a model family, declared once.
+
+A family adapter (one file under ``models/``) owns everything model-specific: pixel preprocessing and the vision
+encoder, the full-layout positions of the video (``position_rows`` rows: 3 for M-RoPE, 1 for plain RoPE), the prompt
+around the video and the structural tokens a family writes inside the video block (timestamps, frame separators, a
+newline embedding), and the attention internals methods score with (the layer's own norms, projections and rotary).
+The engine and the methods only see this interface, ``VisualTokens`` and ``VideoBlock``; no module under
+``engine/`` or ``methods/`` names a family or a transformers class.
+
+Adding a family: subclass `ModelAdapter` in ``models/<family>.py``, add a line to ``models.ADAPTERS`` and a tiny
+config to the tests (``docs/architecture.md``, "What a family provides").
+
+    from longvid.models.base import ModelAdapter, VideoBlock
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from longvid.tokens import VisualTokens
+
+
+@dataclass
+class VideoBlock:
+    """The video's part of the prompt, as the LLM reads it, built from the tokens every pre-LLM stage kept.
+
+    Attributes
+    ----------
+    embeds : torch.Tensor
+        (L, D) input embeddings: the visual tokens' and those of the structural tokens the family writes between
+        them (Qwen3-VL's ``<t seconds><|vision_start|> ... <|vision_end|>`` per frame, LLaVA-OneVision's newline).
+    positions : torch.LongTensor
+        (R, L) position ids from the full (unreduced) layout.
+    visual : torch.BoolTensor
+        (L,) True at visual tokens (evictable by a KV press), False at structural ones (always kept).
+    index : torch.LongTensor
+        (L,) the row of the ``VisualTokens`` each visual entry is, -1 at structural entries.
+    next_position : int
+        First text position after the block (the full layout's, or a squeezed one when a reducer re-indexed time).
+    """
+
+    embeds: torch.Tensor
+    positions: torch.Tensor
+    visual: torch.Tensor
+    index: torch.Tensor
+    next_position: int
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+
+@dataclass
+class EncodedVision:
+    """The output of a family's vision encoder for some frames, laid out in the full prompt.
+
+    ``tokens`` carry full-layout positions and any per-token extras (e.g. DeepStack features); ``steps`` temporal
+    steps were encoded, each covering ``seconds_per_step``; ``next_position`` is the first text position after the
+    unreduced block.
+    """
+
+    tokens: VisualTokens
+    steps: int
+    seconds_per_step: float
+    next_position: int
+
+
+class ModelAdapter(ABC):
+    """A loaded model of one family, with everything the engine and the methods need from it.
+
+    Attributes
+    ----------
+    model, tokenizer
+        The transformers model and tokenizer.
+    lm : longvid.engine.forward.LanguageModel
+        The text half: the model's own embedding, decoder layers, norm, rotary and head, plus the family's attention
+        internals (``attention``) and per-layer additions (``after_layer``, e.g. DeepStack).
+    position_rows : int
+        Rows of a position id: 3 (M-RoPE) or 1 (1-D RoPE).
+    time_row : int or None
+        The position row that carries a visual token's time, which a method that squeezes time (PivotKV, DPSelect)
+        moves; None where time is written as text (Qwen3-VL), and such methods refuse the family.
+    temporal_patch : int
+        Frames per temporal step of the vision encoder (2 for Qwen-VL, 1 for frame-wise encoders).
+    """
+
+    families: ClassVar[tuple[str, ...]] = ()
+    position_rows: int = 3
+    time_row: int | None = 0
+    temporal_patch: int = 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.lm_head.weight.dtype
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.lm.layers)
+
+    @property
+    def family(self) -> str:
+        return self.model.config.model_type
+
+    # ----- pixels and vision ------------------------------------------------------------------------------------
+    @abstractmethod
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size (H, W) the vision encoder takes frames of a (height, width) video at."""
+
+    @abstractmethod
+    def tokens_per_step(self, height: int, width: int) -> int:
+        """LLM tokens per temporal step for frames of that size (before any reduction)."""
+
+    @abstractmethod
+    def encode(self, frames: np.ndarray, timestamps, *, start: int, first_step: int = 0,
+               seconds_per_step: float | None = None) -> EncodedVision:
+        """Visual tokens of uint8 frames (T, H, W, 3) at ``timestamps`` (T,) s, whose video block starts after text
+        position ``start - 1``; ``first_step`` and ``seconds_per_step`` continue an earlier encoding (streaming).
+        Bounded memory: frames are preprocessed and encoded a window of temporal steps at a time."""
+
+    @abstractmethod
+    def video_block(self, tokens: VisualTokens, start: int, end: int) -> VideoBlock:
+        """The block the LLM reads for ``tokens`` (after every reducer), with the family's structural tokens; the
+        unreduced block spanned positions ``start`` to ``end - 1`` (``tokens.end_position`` overrides ``end`` when a
+        reducer squeezed time)."""
+
+    def check_tokens(self, tokens: VisualTokens) -> None:
+        """Raise a one-line ValueError if a reducer left ``tokens`` in a state this family cannot lay out."""
+
+    # ----- prompt ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def prompt_parts(self, system: str | None = None) -> tuple[list[int], str]:
+        """Token ids of the chat before the video block, and the text template after it (with the question marker)."""
+
+    @abstractmethod
+    def tail_ids(self, tail_template: str, question: str) -> list[int]:
+        """Token ids after the video block for ``question``."""
+
+    def text_positions(self, start: int, n: int, device=None) -> torch.Tensor:
+        """(R, n) position ids of n text tokens from ``start``: every row the same, as both layouts write text."""
+        return (start + torch.arange(n, device=device)).expand(self.position_rows, -1).clone()
+
+    def stop_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
