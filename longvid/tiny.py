@@ -28,26 +28,41 @@ QWEN2_VL_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# The shape of llava-hf's LLaVA-OneVision template: role, media placeholders each on its own line, then the text.
+LLAVA_OV_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{% endif %}{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
     "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
 )  # ids 256..263 after the 256 byte symbols
+LLAVA_TOKENS = ("<image>", "<video>")  # ids 264, 265 in the LLaVA-OneVision tokenizer
+LLAVA_TOKEN_IDS = dict(image_token_index=264, video_token_index=265)
 VOCAB_SIZE = 272  # 256 bytes + 8 specials, padded to a multiple of 16
 TOKEN_IDS = dict(vision_start_token_id=259, vision_end_token_id=260, image_token_id=262, video_token_id=263)
 EOS_ID, PAD_ID = 258, 256  # <|im_end|>, <|endoftext|>
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
 
 
-def build_tokenizer():
-    """A byte-level Qwen2 tokenizer (no merges) with the Qwen-VL special tokens and the real chat template."""
+def build_tokenizer(family: str = "qwen2_vl"):
+    """A byte-level Qwen2 tokenizer (no merges) with the family's special tokens and chat template (Qwen-VL's, or
+    for LLaVA-OneVision the Qwen ones plus ``<image>``/``<video>`` and its template)."""
     from transformers import Qwen2Tokenizer
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+    specials = SPECIAL_TOKENS + (LLAVA_TOKENS if family == "llava_onevision" else ())
     vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
-    for token in SPECIAL_TOKENS:
+    for token in specials:
         vocab[token] = len(vocab)
     tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS[1:])})
-    tok.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    tok.add_special_tokens({"additional_special_tokens": list(specials[1:])})
+    tok.chat_template = LLAVA_OV_CHAT_TEMPLATE if family == "llava_onevision" else QWEN2_VL_CHAT_TEMPLATE
     return tok
 
 
@@ -75,13 +90,24 @@ def tiny_config(family: str = "qwen2_vl", *, hidden_size: int = 64, num_layers: 
         vision = dict(depth=vision_depth, embed_dim=vision_embed_dim, hidden_size=hidden_size, num_heads=2, mlp_ratio=2,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
         return Qwen2VLConfig(text_config=text, vision_config=vision, **TOKEN_IDS)
+    if family == "llava_onevision":
+        from transformers import LlavaOnevisionConfig
+
+        text = {k: v for k, v in text.items() if k != "rope_parameters"} | dict(
+            model_type="qwen2", rope_parameters=dict(rope_type="default", rope_theta=1e6))
+        vision = dict(model_type="siglip_vision_model", hidden_size=vision_embed_dim,
+                      intermediate_size=2 * vision_embed_dim, num_hidden_layers=vision_depth, num_attention_heads=2,
+                      image_size=56, patch_size=14, vision_use_head=False)
+        return LlavaOnevisionConfig(vision_config=vision, text_config=text, image_grid_pinpoints=[[56, 56]],
+                                    vision_aspect_ratio="anyres_max_9", vision_feature_layer=-1,
+                                    vision_feature_select_strategy="full", **LLAVA_TOKEN_IDS)
     if family == "qwen2_5_vl":
         vision = dict(depth=vision_depth, hidden_size=vision_embed_dim, intermediate_size=2 * vision_embed_dim,
                       num_heads=2,
                       out_hidden_size=hidden_size, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
                       window_size=56, fullatt_block_indexes=[vision_depth - 1], tokens_per_second=tokens_per_second)
         return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **TOKEN_IDS)
-    raise ValueError(f"family must be 'qwen2_vl' or 'qwen2_5_vl', got {family!r}")
+    raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
 
 def build_tiny_model(family: str = "qwen2_vl", *, seed: int = 0, **config_kwargs):
@@ -100,5 +126,5 @@ def save_tiny_model(path: str | Path, family: str = "qwen2_vl", *, seed: int = 0
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     build_tiny_model(family, seed=seed, **config_kwargs).save_pretrained(path)
-    build_tokenizer().save_pretrained(path)
+    build_tokenizer(family).save_pretrained(path)
     return path

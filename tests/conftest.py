@@ -12,7 +12,8 @@ import longvid
 from longvid.tiny import save_tiny_model
 from longvid.video import read_video, write_test_video
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
+QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")  # M-RoPE, dynamic resolution, two frames per temporal step
 # 56x56 to 84x84 frames: 2x2 or 3x3 merged tokens per temporal step, enough to exercise every index path
 PIXELS = dict(min_pixels=56 * 56, max_pixels=84 * 84)
 
@@ -31,12 +32,19 @@ def family(request):
 @pytest.fixture(scope="session")
 def lms(tiny_dirs):
     torch.manual_seed(0)
-    return {family: longvid.load(path, **PIXELS) for family, path in tiny_dirs.items()}
+    return {family: longvid.load(path, **({} if family == "llava_onevision" else PIXELS))
+            for family, path in tiny_dirs.items()}
 
 
 @pytest.fixture(scope="session")
 def lm(lms, family):
     return lms[family]
+
+
+@pytest.fixture(scope="session", params=QWEN_FAMILIES)
+def qwen_lm(lms, request):
+    """The Qwen-VL families only, for facts of their layout (patchify, M-RoPE rows, the vision markers)."""
+    return lms[request.param]
 
 
 @pytest.fixture(scope="session")

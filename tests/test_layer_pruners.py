@@ -90,7 +90,7 @@ def test_prunevid_keeps_a_share_of_every_group(lm, frames):
     for g in groups.unique():  # without stage 1: one group per temporal step
         members = (ctx.groups == g).nonzero().flatten()
         n = int(kept[members].sum())
-        assert n == max(1, int(0.4 * len(members) + 0.5))
+        assert n == max(1, int(0.4 * len(members)))  # floor, as the reference code keeps
         top = pruner.seen[members].topk(n).indices
         assert kept[members[top]].all()  # the best-scoring ones
     assert ans.stats.kept_tokens == int(kept[ctx.visual].sum())

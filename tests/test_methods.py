@@ -123,15 +123,15 @@ def test_layer_pruner_equals_per_layer_masking(lm, frames):
     enc = lm.encode(frames, get_method("full"))
     embeds, positions, tail = prompt_inputs(lm, enc, q)
     n_pre, n_vis = len(enc.prefix_ids), len(enc.tokens)
-    total = n_pre + n_vis + len(tail)
+    total = embeds.shape[1]
     dropped = torch.zeros(total, dtype=torch.bool)
-    dropped[n_pre + 1:n_pre + n_vis:2] = True
+    dropped[n_pre + enc.block.visual.nonzero().flatten()[1::2]] = True  # structural tokens (newline) stay
     assert ours.stats.kept_tokens == n_vis - int(dropped.sum())
     causal = causal_mask("eager", total, total, torch.float32, "cpu")
     pruned = causal.masked_fill(dropped, torch.finfo(torch.float32).min)
     with torch.inference_mode():
         cache, h = new_cache(a.lm.config), embeds
-        cos_sin = a.lm.rotary_emb(h, positions)
+        cos_sin = a.lm.rope(h, positions)
         for i, layer in enumerate(a.lm.layers):
             h = layer(h, attention_mask=causal if i <= pruner.layer else pruned, position_embeddings=cos_sin,
                       use_cache=True, **{a.lm.cache_kwarg: cache})
@@ -139,7 +139,7 @@ def test_layer_pruner_equals_per_layer_masking(lm, frames):
         token = torch.tensor([[int(first.argmax())]])
         step_mask = torch.zeros(1, 1, 1, total + 1).masked_fill(torch.cat([dropped, torch.tensor([False])]),
                                                                 torch.finfo(torch.float32).min)
-        pos = torch.full((3, 1, 1), enc.next_position + len(tail))
+        pos = a.text_positions(enc.next_position + len(tail), 1)[:, None]
         h2, _ = forward(a.lm, a.lm.embed_tokens(token), pos, cache, attention_mask=step_mask)
         second = a.lm.logits(h2[:, -1])[0]
     torch.testing.assert_close(ours.logits[0], first, atol=ATOL, rtol=0)

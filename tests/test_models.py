@@ -15,12 +15,12 @@ from longvid.models import load_adapter, model_family, pixel_plan
 ATOL = 1e-5
 
 
-def test_processor_parity_when_torchvision_imports(lm, frames):
+def test_processor_parity_when_torchvision_imports(qwen_lm, frames):
     """Our resize/normalise/patchify equals transformers' Qwen2VLVideoProcessor (needs torchvision)."""
     pytest.importorskip("torchvision")
     from transformers import Qwen2VLVideoProcessor
 
-    a = lm.adapter
+    a = qwen_lm.adapter
     proc = Qwen2VLVideoProcessor(size={"shortest_edge": a.pixels.min_pixels, "longest_edge": a.pixels.max_pixels})
     ref = proc(videos=[torch.from_numpy(frames.frames).permute(0, 3, 1, 2)], do_sample_frames=False,
                return_tensors="pt")
@@ -29,8 +29,8 @@ def test_processor_parity_when_torchvision_imports(lm, frames):
     torch.testing.assert_close(ours.pixel_values, ref["pixel_values_videos"], atol=ATOL, rtol=0)
 
 
-def test_patchify_layout_matches_the_vision_grid(lm, frames):
-    a = lm.adapter
+def test_patchify_layout_matches_the_vision_grid(qwen_lm, frames):
+    a = qwen_lm.adapter
     inputs = a.preprocess(frames.frames, frames.timestamps)
     t, gh, gw = inputs.grid_thw
     assert inputs.pixel_values.shape == (t * gh * gw, 3 * a.temporal_patch * a.patch_size ** 2)
@@ -39,16 +39,16 @@ def test_patchify_layout_matches_the_vision_grid(lm, frames):
     assert (h % 28, w % 28) == (0, 0) and a.pixels.min_pixels <= h * w <= a.pixels.max_pixels
 
 
-def test_odd_frame_count_is_padded_with_the_last_frame(lm, frames):
-    a = lm.adapter
+def test_odd_frame_count_is_padded_with_the_last_frame(qwen_lm, frames):
+    a = qwen_lm.adapter
     odd = a.preprocess(frames.frames[:3], frames.timestamps[:3])
     padded = a.preprocess(frames.frames[[0, 1, 2, 2]], frames.timestamps[[0, 1, 2, 2]])
     assert odd.grid_thw[0] == 2
     torch.testing.assert_close(odd.pixel_values, padded.pixel_values)
 
 
-def test_prompt_uses_the_chat_template(lm):
-    a = lm.adapter
+def test_prompt_uses_the_chat_template(qwen_lm):
+    a = qwen_lm.adapter
     prefix, tail = a.prompt_parts()
     text = a.tokenizer.decode(prefix)
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
@@ -57,6 +57,54 @@ def test_prompt_uses_the_chat_template(lm):
     assert full == "<|vision_end|>Why?<|im_end|>\n<|im_start|>assistant\n"
     custom, _ = a.prompt_parts(system="Be brief.")
     assert a.tokenizer.decode(custom).startswith("<|im_start|>system\nBe brief.<|im_end|>")
+
+
+def test_llava_processor_parity_when_torchvision_imports(lms, frames):
+    """LLaVA-OneVision: our square resize and normalisation equal transformers' video processor (needs torchvision)."""
+    pytest.importorskip("torchvision")
+    from transformers import LlavaOnevisionVideoProcessor
+
+    a = lms["llava_onevision"].adapter
+    proc = LlavaOnevisionVideoProcessor(size={"height": a.side, "width": a.side})
+    ref = proc(videos=[torch.from_numpy(frames.frames).permute(0, 3, 1, 2)], do_sample_frames=False,
+               return_tensors="pt")
+    torch.testing.assert_close(a.preprocess(frames.frames), ref["pixel_values_videos"], atol=ATOL, rtol=0)
+
+
+def test_llava_frames_are_square_normalised_and_one_per_step(lms, frames):
+    a = lms["llava_onevision"].adapter
+    pixels = a.preprocess(frames.frames)
+    assert pixels.shape == (1, len(frames), 3, a.side, a.side)  # aspect ratio not kept, as the HF processor does
+    from longvid.video import resize_frames
+
+    raw = resize_frames(frames.frames[:1], a.side, a.side)[0]
+    mean, std = torch.tensor([0.48145466, 0.4578275, 0.40821073]), torch.tensor([0.26862954, 0.26130258, 0.27577711])
+    torch.testing.assert_close(pixels[0, 0], (raw / 255 - mean[:, None, None]) / std[:, None, None])
+    enc = lms["llava_onevision"].encode(frames, longvid.get_method("full"))
+    assert enc.steps == len(frames) and len(enc.tokens) == len(frames) * a.pooled ** 2
+    assert a.pooled == 2  # 56 px / patch 14 = 4 x 4 patches, pooled 2 x 2 to ceil(4 / 2)
+
+
+def test_llava_prompt_uses_the_chat_template_and_one_newline_after_the_frames(lms, frames):
+    lm = lms["llava_onevision"]
+    a = lm.adapter
+    prefix, tail = a.prompt_parts()
+    assert a.tokenizer.decode(prefix) == "<|im_start|>user "
+    assert a.tokenizer.decode(a.tail_ids(tail, "Why?")) == "\nWhy?<|im_end|>\n<|im_start|>assistant\n"
+    enc = lm.encode(frames, longvid.get_method("full"))
+    block, n = enc.block, len(enc.tokens)
+    assert block.visual.tolist() == [True] * n + [False]  # the learned newline: structural, never evicted
+    torch.testing.assert_close(block.embeds[-1], a.model.model.image_newline.detach())
+    assert block.positions.tolist() == [list(range(len(prefix), len(prefix) + n + 1))]  # 1-D: the prompt index
+    assert enc.next_position == len(prefix) + n + 1
+
+
+@pytest.mark.parametrize("kw", [dict(max_pixels=84 * 84), dict(min_pixels=56 * 56)])
+def test_llava_refuses_pixel_budgets(tiny_dirs, kw):
+    with pytest.raises(ValueError, match=r"max_pixels/min_pixels do not apply to LLaVA-OneVision.*56x56"):
+        load_adapter(tiny_dirs["llava_onevision"], **kw)
+    with pytest.raises(ValueError, match="do not apply to LLaVA-OneVision"):
+        pixel_plan(tiny_dirs["llava_onevision"], **kw)
 
 
 def test_qwen2_5_temporal_ids_scale_with_time(lms, video_path):

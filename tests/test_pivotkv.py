@@ -78,7 +78,7 @@ def test_eviction_equals_masking_per_layer(lm, long_frames):
     enc = lm.encode(long_frames, longvid.get_method("full"))
     embeds, positions, tail = prompt_inputs(lm, enc, q)
     n_pre, n_vis = len(enc.prefix_ids), len(enc.tokens)
-    total = n_pre + n_vis + len(tail)
+    total = embeds.shape[1]  # with LLaVA's newline after the visual tokens (structural: never evicted)
     per_step = enc.tokens.tokens_per_step
     n_layers = len(a.lm.layers)
     visible = torch.ones(n_layers, total, total, dtype=torch.bool).tril()
@@ -95,7 +95,7 @@ def test_eviction_equals_masking_per_layer(lm, long_frames):
     assert start == n_vis
     with torch.inference_mode():
         h, cache = embeds, new_cache(a.lm.config)
-        cos_sin = a.lm.rotary_emb(h, positions)
+        cos_sin = a.lm.rope(h, positions)
         for i, layer in enumerate(a.lm.layers):
             mask = torch.zeros(1, 1, total, total).masked_fill(~visible[i], torch.finfo(torch.float32).min)
             h = layer(h, attention_mask=mask, position_embeddings=cos_sin, use_cache=True, **{a.lm.cache_kwarg: cache})
@@ -109,19 +109,38 @@ def test_squeezed_time_shifts_what_follows(lm, long_frames, faithful, rows):
     press = PivotKV(keep=0.5, chunk_steps=4, faithful=faithful)
     session = lm.session(long_frames, method=Method("pivotkv", press=press))
     enc = lm.encode(long_frames, longvid.get_method("full"))
-    t = enc.tokens.positions[0].view(-1, enc.tokens.tokens_per_step)[:, 0]  # temporal id of each step
+    a = lm.adapter
+    time = enc.tokens.positions[a.time_row].view(-1, enc.tokens.tokens_per_step)  # (steps, tokens per step)
     shift = 0
-    for c in range(0, len(t), 4):  # 12 steps -> 3 chunks of 4 steps, each keeps half its tokens
-        t0, t_last = int(t[c]) + shift, int(t[min(c + 3, len(t) - 1)]) + shift
-        n = min(4, len(t) - c) * enc.tokens.tokens_per_step
-        delta = (t0 + (t_last - t0) * (n // 2) // n) - t_last
-        shift += delta
-    expected = shift
-    assert session.time_shift == expected < 0
+    for c in range(0, len(time), 4):  # chunks of 4 steps, each keeps half its tokens
+        chunk = time[c:c + 4]
+        t0, t_last, n = int(chunk.min()) + shift, int(chunk.max()) + shift, chunk.numel()
+        shift += (t0 + (t_last - t0) * (n // 2) // n) - t_last
+    assert session.time_shift == shift < 0
     pos = session.text_positions(enc.next_position, 2)[:, 0]
-    for row in range(3):
-        assert pos[row].tolist() == [enc.next_position + (expected if row in rows else 0) + i for i in range(2)]
+    for row in range(a.position_rows):
+        assert pos[row].tolist() == [enc.next_position + (shift if row in rows else 0) + i for i in range(2)]
     assert session.ask("Then?", max_new_tokens=2).stats.kept_tokens == len(enc.tokens) // 2
+
+
+def test_llava_newline_follows_the_squeezed_video(lms, long_frames):
+    """1-D positions: the newline after the last frame moves back with the text, right after the squeezed video (it is
+    prefilled after the last chunk's squeeze, at its shifted position)."""
+    lm = lms["llava_onevision"]
+    a = lm.adapter
+    session = lm.session(long_frames, method=Method("pivotkv", press=PivotKV(keep=0.5, chunk_steps=5)))
+    enc = lm.encode(long_frames, longvid.get_method("full"))
+    newline_at = enc.next_position - 1 + session.time_shift
+    n_pre = len(enc.prefix_ids)
+    layer = a.lm.layers[0]
+    with torch.inference_mode():
+        h = enc.block.embeds[-1:][None]  # layer 0's input for the newline is its embedding
+        _, k = a.lm.attention.qk(layer, h, a.lm.rope(h, torch.tensor([[[newline_at]]])))
+    torch.testing.assert_close(session.cache.layers[0].keys[:, :, n_pre], k[:, :, 0], atol=ATOL, rtol=0)
+    # 24 frames x 4 tokens in chunks of 5 frames: the last chunk (4 frames, 16 tokens) starts at t0 (after the earlier
+    # chunks' shift, all but its own -8) and is squeezed to ids t0..t0+7: the newline is next
+    t0 = int(enc.tokens.positions[0, -16]) + session.time_shift + 8
+    assert newline_at == t0 + 8
 
 
 def test_realised_retention_per_chunk(lms, long_frames):

@@ -301,19 +301,19 @@ def test_phone_rotation_is_applied_as_players_show_it(tmp_path, rotation):
     np.testing.assert_array_equal(small, np.stack([resize_frame(np.ascontiguousarray(f), 28, 42) for f in expected]))
 
 
-def test_rotated_video_token_plan_follows_the_display(lm, tmp_path):
+def test_rotated_video_token_plan_follows_the_display(qwen_lm, tmp_path):
     """info's plan and the run use the upright size: a portrait phone video is planned as portrait."""
     from longvid.models import pixel_plan
     from longvid.pipeline import video_info
     from longvid.video import write_test_video
 
     path = write_test_video(tmp_path / "portrait.mp4", seconds=2, fps=4, width=112, height=56, rotation=90)
-    d = video_info(path, lm.adapter.pixels)
+    d = video_info(path, qwen_lm.adapter.pixels)
     assert (d["width"], d["height"], d["rotation"]) == (56, 112, 90)
     assert d["resized"][0] > d["resized"][1]  # taller than wide
-    frames = lm.read(path)
+    frames = qwen_lm.read(path)
     assert frames.frames.shape[1:3] == tuple(d["resized"])
-    assert lm.ask(path, "q?", max_new_tokens=1).stats.visual_tokens == d["visual_tokens"]
+    assert qwen_lm.ask(path, "q?", max_new_tokens=1).stats.visual_tokens == d["visual_tokens"]
 
 
 def test_images_directories_urls_and_empty_paths_are_refused_clearly(tmp_path):

@@ -38,7 +38,7 @@ class EncodedFrames:
 @torch.inference_mode()
 def encode_frames(adapter, frames, method, *, start: int, first_step: int = 0, seconds_per_step: float | None = None,
                   frame_shape: tuple[int, int] | None = None, query_embeds: torch.Tensor | None = None,
-                  question: str | None = None) -> EncodedFrames:
+                  question: str | None = None, after: int | None = None) -> EncodedFrames:
     """Encode ``frames`` (a ``longvid.video.Frames``) whose video block starts after text position ``start - 1``.
 
     ``first_step`` and ``seconds_per_step`` continue an earlier encoding (streaming); ``frame_shape`` (H, W) must
@@ -56,7 +56,7 @@ def encode_frames(adapter, frames, method, *, start: int, first_step: int = 0, s
     seconds["reduce"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     vision = adapter.encode(frames.frames, frames.timestamps, start=start, first_step=first_step,
-                            seconds_per_step=seconds_per_step)
+                            seconds_per_step=seconds_per_step, after=after)
     seconds["vision"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     tokens = vision.tokens

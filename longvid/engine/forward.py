@@ -46,6 +46,11 @@ class LanguageModel:
         """(B, L, vocab) float32 logits from normed hidden states (B, L, D)."""
         return self.lm_head(hidden).float()
 
+    def rope(self, x: torch.Tensor, positions: torch.Tensor):
+        """(cos, sin) of the model's rotary embedding at ``positions`` (R, 1, L): M-RoPE takes the R = 3 rows, plain
+        RoPE the single row as (1, L)."""
+        return self.rotary_emb(x, positions if positions.shape[0] > 1 else positions[0])
+
     @functools.cached_property
     def cache_kwarg(self) -> str:
         """The keyword the decoder layers take the KV cache under: ``cache`` from transformers 5.24 (5.40 removes
@@ -114,7 +119,7 @@ def forward(
     q_len = hidden.shape[1]
     mask = attention_mask if attention_mask is not None else causal_mask(
         impl, q_len, past + q_len, hidden.dtype, hidden.device)
-    cos_sin = lm.rotary_emb(hidden, positions)
+    cos_sin = lm.rope(hidden, positions)
     kept = None
     for i, layer in enumerate(lm.layers):
         hidden_in = hidden

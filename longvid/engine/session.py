@@ -161,7 +161,7 @@ class VideoSession:
         """
         enc = encode_frames(self.adapter, frames, self.method, start=len(self.encoded.prefix_ids),
                             first_step=self.steps, seconds_per_step=self.encoded.seconds_per_step,
-                            frame_shape=self.encoded.frame_shape)
+                            frame_shape=self.encoded.frame_shape, after=self.next_position)
         for stage, sec in enc.seconds.items():
             self.seconds[stage] += sec
         self.steps += enc.steps
@@ -192,7 +192,7 @@ class VideoSession:
             index = torch.cat([torch.full((n_text,), -1, device=device), index])
         total = embeds.shape[1]
         self.total_tokens += total
-        for start, end in self._chunks(total, n_text, tokens):
+        for start, end in self._chunks(total, n_text, tokens, visual):
             vis = visual[start:end]
             rows = vis.nonzero().flatten()
             chunk_pos = self._shifted(positions[:, start:end], vis)
@@ -220,8 +220,7 @@ class VideoSession:
     def _rerotate(self, keys: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         """Post-RoPE keys (B, H, K, d) moved from positions ``old`` to ``new`` (each (R, K)) with the model's rotary."""
         x = keys[:, :1, :, :1]
-        rotary, ops = self.lm.rotary_emb, self.lm.attention
-        return ops.rerotate(keys, rotary(x, old.unsqueeze(1)), rotary(x, new.unsqueeze(1)))
+        return self.lm.attention.rerotate(keys, self.lm.rope(x, old.unsqueeze(1)), self.lm.rope(x, new.unsqueeze(1)))
 
     def _shifted(self, positions: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """(R, n) ``positions`` of block entries after the session's time shift: visual entries on the model's time
@@ -238,14 +237,17 @@ class VideoSession:
         rows = self.shift.text_rows
         return tuple(range(self.adapter.position_rows)) if rows is None else rows
 
-    def _chunks(self, total: int, n_text: int, tokens: VisualTokens) -> list[tuple[int, int]]:
+    def _chunks(self, total: int, n_text: int, tokens: VisualTokens, visual: torch.Tensor) -> list[tuple[int, int]]:
         """(start, end) of each prefill chunk: every ``chunk_size`` tokens, or, for a press that sets its own chunks
-        (PivotKV's, from the video's temporal steps), the text plus the first chunk of video, then per chunk."""
+        (PivotKV's, from the video's temporal steps), the text plus the first chunk of video, then per chunk up to
+        the last visual entry; what follows it (LLaVA's newline) is a chunk of its own, prefilled after the last
+        squeeze at its shifted position."""
         press = self.method.press
         size = None if press is None else press.chunk_tokens(tokens.grid_thw[0], tokens.tokens_per_step,
                                                               self.adapter.temporal_patch)
         if size:
-            ends = list(range(n_text + size, total, size)) + [total]
+            last = int(visual.nonzero().max()) + 1 if visual.any() else total
+            ends = list(range(n_text + size, last, size)) + [last] + ([total] if total > last else [])
         else:
             ends = list(range(self.chunk_size, total, self.chunk_size)) + [total]
         return list(zip([0] + ends[:-1], ends))

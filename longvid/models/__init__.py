@@ -9,12 +9,17 @@ naming the file or the value (a missing or broken config.json, no weights, a dev
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 from longvid.errors import check_positive, option
 
-ADAPTERS = {"qwen2_vl": "Qwen2VLAdapter", "qwen2_5_vl": "Qwen2VLAdapter"}
+ADAPTERS = {  # model_type -> "module:class" of its adapter (imported when a model of that family loads)
+    "qwen2_vl": "longvid.models.qwen2_vl:Qwen2VLAdapter",
+    "qwen2_5_vl": "longvid.models.qwen2_vl:Qwen2VLAdapter",
+    "llava_onevision": "longvid.models.llava_onevision:LlavaOnevisionAdapter",
+}
 SUPPORTED_MODELS = tuple(ADAPTERS)
 BUNDLED_MODELS = {"longvid-tiny": Path(__file__).resolve().parent.parent / "assets" / "longvid-tiny"}
 """Models inside the package, loadable by name: ``longvid.load("longvid-tiny")``, ``--model longvid-tiny``."""
@@ -88,7 +93,8 @@ def read_json(path: Path) -> dict:
 
 def model_family(path: str | Path) -> str:
     """The ``model_type`` of a local checkpoint directory; raises if it is missing or unsupported."""
-    names = f"a local Qwen2-VL or Qwen2.5-VL checkpoint directory, or {', '.join(BUNDLED_MODELS)} (the bundled model)"
+    names = (f"a local checkpoint directory ({', '.join(SUPPORTED_MODELS)}), or {', '.join(BUNDLED_MODELS)} (the bundled "
+             "model)")
     if not str(path).strip():
         raise ValueError(f"no model given: pass {option('path')} with {names}")
     path = resolve_model(path)
@@ -145,6 +151,7 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype="auto", attn_im
     family = model_family(path)
     path = resolve_model(path)
     check_checkpoint(path)
+    importlib.import_module(ADAPTERS[family].partition(":")[0]).pixel_plan_from_checkpoint(path, min_pixels, max_pixels)
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
     pre = read_preprocessor_config(path)
     if min_pixels is not None:
@@ -154,8 +161,6 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype="auto", attn_im
 
     from transformers import AutoModelForImageTextToText, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from longvid.models import qwen2_vl
 
     bar_was_on = hf_logging.is_progress_bar_enabled()
     if not progress:
@@ -175,19 +180,26 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype="auto", attn_im
     except RuntimeError as err:  # e.g. out of device memory
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot put the model on {option('device', device)}: {first}") from None
-    return getattr(qwen2_vl, ADAPTERS[family])(model, tokenizer, **pre)
+    return adapter_class(family)(model, tokenizer, **pre)
+
+
+def adapter_class(family: str):
+    """The adapter class of a supported ``model_type``."""
+    module, _, name = ADAPTERS[family].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def pixel_plan(path: str | Path | None = None, *, min_pixels: int | None = None, max_pixels: int | None = None):
     """Frame geometry of a checkpoint (config only, no weights), or Qwen2-VL's defaults when ``path`` is None."""
-    from longvid.models.qwen2_vl import PixelPlan, pixel_plan_from_checkpoint
+    from longvid.models.qwen2_vl import PixelPlan
 
     check_positive("min_pixels", min_pixels, integer=True)
     check_positive("max_pixels", max_pixels, integer=True)
     if path is None:
         return PixelPlan.create(min_pixels=min_pixels, max_pixels=max_pixels)
-    model_family(path)
-    return pixel_plan_from_checkpoint(resolve_model(path), min_pixels, max_pixels)
+    family = model_family(path)
+    module = importlib.import_module(ADAPTERS[family].partition(":")[0])
+    return module.pixel_plan_from_checkpoint(resolve_model(path), min_pixels, max_pixels)
 
 
 def read_preprocessor_config(path: Path) -> dict:

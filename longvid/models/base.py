@@ -24,6 +24,8 @@ import torch
 
 from longvid.tokens import VisualTokens
 
+QUESTION_MARKER = "\x00longvid-question\x00"  # stands in for the question when the chat template is rendered
+
 
 @dataclass
 class VideoBlock:
@@ -120,9 +122,11 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def encode(self, frames: np.ndarray, timestamps, *, start: int, first_step: int = 0,
-               seconds_per_step: float | None = None) -> EncodedVision:
+               seconds_per_step: float | None = None, after: int | None = None) -> EncodedVision:
         """Visual tokens of uint8 frames (T, H, W, 3) at ``timestamps`` (T,) s, whose video block starts after text
-        position ``start - 1``; ``first_step`` and ``seconds_per_step`` continue an earlier encoding (streaming).
+        position ``start - 1``; ``first_step`` and ``seconds_per_step`` continue an earlier encoding (streaming),
+        and ``after`` is then the first position after everything prefilled so far (a family whose layout does not
+        follow from the step alone, e.g. 1-D positions with a newline per segment, places the segment there).
         Bounded memory: frames are preprocessed and encoded a window of temporal steps at a time."""
 
     @abstractmethod
@@ -135,13 +139,27 @@ class ModelAdapter(ABC):
         """Raise a one-line ValueError if a reducer left ``tokens`` in a state this family cannot lay out."""
 
     # ----- prompt ----------------------------------------------------------------------------------------------
-    @abstractmethod
     def prompt_parts(self, system: str | None = None) -> tuple[list[int], str]:
-        """Token ids of the chat before the video block, and the text template after it (with the question marker)."""
+        """Token ids of the chat before the video block, and the text template after it (with the question marker).
 
-    @abstractmethod
+        The model's own chat template renders one user turn holding a video and the question; it is split at the
+        video pad token (``video_token_id``) the template writes, which the family's ``video_block`` replaces.
+        """
+        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION_MARKER}]}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        pad = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
+        head, sep, tail = text.partition(pad)
+        if not sep or QUESTION_MARKER not in tail:
+            raise ValueError(f"the chat template of this model did not place a {pad} before the question: {text!r}")
+        return self.tokenizer(head, add_special_tokens=False)["input_ids"], tail
+
     def tail_ids(self, tail_template: str, question: str) -> list[int]:
         """Token ids after the video block for ``question``."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question is empty: ask something about the video")
+        return self.tokenizer(tail_template.replace(QUESTION_MARKER, question), add_special_tokens=False)["input_ids"]
 
     def text_positions(self, start: int, n: int, device=None) -> torch.Tensor:
         """(R, n) position ids of n text tokens from ``start``: every row the same, as both layouts write text."""

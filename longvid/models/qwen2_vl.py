@@ -31,7 +31,6 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_MIN_PIXELS = 128 * 28 * 28  # Qwen2VLVideoProcessor's size["shortest_edge"]
 DEFAULT_MAX_PIXELS = 768 * 28 * 28  # Qwen2VLVideoProcessor's size["longest_edge"]
-_QUESTION = "\x00longvid-question\x00"  # stands in for the question when the chat template is rendered
 
 
 @dataclass
@@ -207,7 +206,7 @@ class Qwen2VLAdapter(ModelAdapter):
         return t, gh // self.merge, gw // self.merge
 
     def encode(self, frames: np.ndarray, timestamps, *, start: int, first_step: int = 0,
-               seconds_per_step: float | None = None) -> EncodedVision:
+               seconds_per_step: float | None = None, after: int | None = None) -> EncodedVision:
         embeds, inputs = self.encode_video(frames, timestamps)
         step_seconds = inputs.seconds_per_step if seconds_per_step is None else seconds_per_step
         t, h, w = self.merged_grid(inputs.grid_thw)
@@ -227,26 +226,6 @@ class Qwen2VLAdapter(ModelAdapter):
         return VideoBlock(tokens.embeds, tokens.positions, torch.ones(n, dtype=torch.bool), torch.arange(n),
                           end if tokens.end_position is None else tokens.end_position)
 
-    # ----- prompt --------------------------------------------------------------------------------------------
-    def prompt_parts(self, system: str | None = None) -> tuple[list[int], str]:
-        """Token ids before the video pads (ending with <|vision_start|>) and the text template after them.
-
-        The template starts with <|vision_end|> and holds the question marker; ``tail_ids`` fills it in.
-        """
-        messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _QUESTION}]}]
-        if system is not None:
-            messages.insert(0, {"role": "system", "content": system})
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        pad = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
-        head, sep, tail = text.partition(pad)
-        if not sep or _QUESTION not in tail:
-            raise ValueError(f"the chat template of this model did not place a {pad} before the question: {text!r}")
-        return self.tokenizer(head, add_special_tokens=False)["input_ids"], tail
-
-    def tail_ids(self, tail_template: str, question: str) -> list[int]:
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError("the question is empty: ask something about the video")
-        return self.tokenizer(tail_template.replace(_QUESTION, question), add_special_tokens=False)["input_ids"]
 
 
 def _seconds_per_step(times: torch.Tensor, temporal_patch: int) -> float:
