@@ -75,7 +75,7 @@ class LongVid:
             progress("vision", 1, 1)
         seconds = dict.fromkeys(STAGES, 0.0) | enc.seconds | {"decode": decode_seconds}
         return EncodedVideo(enc.tokens, enc.block, enc.visual_tokens, prefix_ids, tail_template, enc.next_position,
-                            enc.seconds_per_step, seconds, enc.steps, tuple(frames.frames.shape[1:3]),
+                            enc.seconds_per_step, seconds, enc.steps, enc.size,
                             frames.frames_planned, len(frames))
 
     # ----- questions -----------------------------------------------------------------------------------------
@@ -126,10 +126,11 @@ def video_info(video, pixels, sampling: SamplingOptions | None = None) -> dict:
     s = sampling or SamplingOptions()
     n_frames = len(plan_indices(meta, fps=s.fps, num_frames=s.frames, max_frames=s.max_frames, start=s.start,
                                 end=s.end))
-    plan = TokenPlan(pixels.temporal_patch, pixels.tokens_per_step(meta.height, meta.width), n_frames)
+    plan = TokenPlan(pixels.temporal_patch, pixels.tokens_per_step(meta.height, meta.width, n_frames), n_frames)
     return {"path": str(video), "duration": meta.duration, "fps": meta.fps, "codec": meta.codec,
             "width": meta.width, "height": meta.height, "rotation": meta.rotation, "sampled_frames": n_frames,
-            "resized": list(pixels.frame_size(meta.height, meta.width)), "tokens_per_step": plan.tokens_per_step,
+            "resized": list(pixels.frame_size(meta.height, meta.width, n_frames)),
+            "tokens_per_step": plan.tokens_per_step,
             "visual_tokens": plan.total_tokens}
 
 

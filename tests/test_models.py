@@ -192,3 +192,15 @@ def test_a_directory_named_dot_is_a_checkpoint_path(tiny_dirs, monkeypatch):
     assert model_family(".") == "qwen2_vl"
     with pytest.raises(ValueError, match="no model given"):
         model_family("")
+
+
+def test_frames_are_resized_once_from_the_source(tiny_dirs, video_path):
+    """With min_pixels == max_pixels Qwen2-VL's resize rule is not idempotent (112x84 -> 56x84 -> 84x112): frames
+    are sized from the source as the processor sizes them, not again from the already-resized frames."""
+    from longvid.video import smart_resize
+
+    lm = longvid.load(tiny_dirs["qwen2_vl"], max_pixels=84 * 84)  # min_pixels follows max_pixels down
+    assert smart_resize(84, 112, factor=28, min_pixels=84 * 84, max_pixels=84 * 84) == (56, 84)
+    assert smart_resize(56, 84, factor=28, min_pixels=84 * 84, max_pixels=84 * 84) == (84, 112)
+    enc = lm.encode(video_path, longvid.get_method("full"), sampling=longvid.pipeline.SamplingOptions(fps=2))
+    assert enc.tokens.grid_thw[1:] == (2, 3) and enc.visual_tokens == len(enc.tokens) == 6 * 6

@@ -28,6 +28,7 @@ class EncodedFrames:
 
     tokens: VisualTokens
     block: object
+    size: tuple[int, int]
     visual_tokens: int
     next_position: int
     steps: int
@@ -38,25 +39,32 @@ class EncodedFrames:
 @torch.inference_mode()
 def encode_frames(adapter, frames, method, *, start: int, first_step: int = 0, seconds_per_step: float | None = None,
                   frame_shape: tuple[int, int] | None = None, query_embeds: torch.Tensor | None = None,
-                  question: str | None = None, after: int | None = None) -> EncodedFrames:
+                  question: str | None = None, after: int | None = None,
+                  step_tokens: int | None = None) -> EncodedFrames:
     """Encode ``frames`` (a ``longvid.video.Frames``) whose video block starts after text position ``start - 1``.
 
-    ``first_step`` and ``seconds_per_step`` continue an earlier encoding (streaming); ``frame_shape`` (H, W) must
-    then match the earlier frames so every step has the same token grid.
+    Frames are sized for the model from the source's size (``frames.info``) and the number of frames the sampling
+    planned (before a frame selector drops any), as the reader sized them; resizing the source once, as the
+    family's processor does, not again from already-resized frames (a resize rule need not be idempotent:
+    Qwen2-VL's is not when ``min_pixels`` is close to ``max_pixels``). ``first_step`` and ``seconds_per_step`` continue an
+    earlier encoding (streaming); ``frame_shape`` (H, W) is then the stream's model-side frame size, which later
+    frames are resized to so every step has the same token grid of ``step_tokens`` tokens.
     """
     seconds = {"reduce": 0.0, "vision": 0.0}
-    shape = tuple(frames.frames.shape[1:3])
-    if frame_shape is not None and shape != tuple(frame_shape):
-        raise ValueError(f"frames of size {shape[0]}x{shape[1]} cannot extend a video of {frame_shape[0]}x"
-                         f"{frame_shape[1]}; stream frames of the same size")
-    plan = TokenPlan(adapter.temporal_patch, adapter.tokens_per_step(*shape), len(frames))
+    info = frames.info
+    h, w = (info.height, info.width) if info.height and info.width else frames.frames.shape[1:3]
+    size = adapter.frame_size(h, w, frames.frames_planned)  # from the source size, as the reader sized them
+    if frame_shape is not None:  # every step of a stream has the same token grid: later frames take its size
+        size = tuple(frame_shape)
+    per_step = adapter.tokens_per_step(h, w, frames.frames_planned) if step_tokens is None else step_tokens
+    plan = TokenPlan(adapter.temporal_patch, per_step, len(frames))
     t0 = time.perf_counter()
     if method.frame_selector is not None:
         frames = frames.select(method.frame_selector.select(torch.as_tensor(frames.timestamps), plan, question))
     seconds["reduce"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     vision = adapter.encode(frames.frames, frames.timestamps, start=start, first_step=first_step,
-                            seconds_per_step=seconds_per_step, after=after)
+                            seconds_per_step=seconds_per_step, after=after, size=size)
     seconds["vision"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     tokens = vision.tokens
@@ -67,5 +75,5 @@ def encode_frames(adapter, frames, method, *, start: int, first_step: int = 0, s
         tokens = reducer.reduce(tokens, query_embeds)
     block = adapter.video_block(tokens, start, vision.next_position)
     seconds["reduce"] += time.perf_counter() - t0
-    return EncodedFrames(tokens, block, plan.total_tokens, block.next_position, vision.steps, vision.seconds_per_step,
+    return EncodedFrames(tokens, block, size, plan.total_tokens, block.next_position, vision.steps, vision.seconds_per_step,
                          seconds)

@@ -92,6 +92,7 @@ def forward(
     query: torch.Tensor | None = None,
     groups: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
+    residuals: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run all decoder layers on ``hidden`` (1, L, D) at ``positions`` (R, 1, L), appending to ``cache``.
 
@@ -101,6 +102,10 @@ def forward(
         Optional LayerPruner; needs ``visual`` and ``query`` (L,) bool masks and ``groups`` (L,) long.
     attention_mask
         Optional 4-D additive mask (1, 1 or H, L, past + L) replacing the causal one (tests use it to mask keys).
+    residuals
+        Optional ``(rows, features)``: ``rows`` (L,) bool, ``features`` (K, rows.sum(), D) added to the hidden
+        states at ``rows`` after layers 0..K-1 (Qwen3-VL's DeepStack, from ``VideoBlock.residuals``); they follow a
+        layer pruner's selection.
 
     Returns
     -------
@@ -125,6 +130,9 @@ def forward(
         hidden_in = hidden
         hidden = layer(hidden, attention_mask=mask, position_embeddings=cos_sin, use_cache=True,
                        **{lm.cache_kwarg: cache})
+        if residuals is not None and i < len(residuals[1]):
+            rows, features = residuals
+            hidden = hidden.index_add(1, rows.nonzero().flatten(), features[i].to(hidden.device, hidden.dtype)[None])
         if pruner is not None and i == prune_at:
             ctx = PruneContext(i, layer, hidden_in, hidden, cos_sin, visual, query, groups,
                                qk=_qk_for(lm, layer, hidden_in, cos_sin), scaling=layer.self_attn.scaling)
@@ -135,6 +143,10 @@ def forward(
                 lower.keys = torch.cat([lower.keys[:, :, :past], lower.keys[:, :, past:][:, :, kept]], dim=2)
                 lower.values = torch.cat([lower.values[:, :, :past], lower.values[:, :, past:][:, :, kept]], dim=2)
             mask = causal_mask(impl, len(kept), past + len(kept), hidden.dtype, hidden.device)
+            if residuals is not None:
+                rows, features = residuals
+                ordinal = rows.cumsum(0) - 1  # row -> its features' index
+                residuals = (rows[kept], features[:, ordinal[kept][rows[kept]]])
     return lm.norm(hidden), kept
 
 

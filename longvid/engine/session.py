@@ -97,7 +97,8 @@ class EncodedVideo:
 
     ``block`` is the video block the LLM reads (the kept visual tokens and the family's structural tokens);
     ``next_position`` is the first text position after it (the full, unreduced layout's max + 1, unless a reducer
-    squeezed time). ``steps`` temporal steps of ``frame_shape`` (H, W) frames were encoded (streaming continues).
+    squeezed time). ``steps`` temporal steps of frames at the model-side size ``frame_shape`` (H, W) were encoded
+    (streaming continues at that size).
     """
 
     tokens: VisualTokens
@@ -153,7 +154,8 @@ class VideoSession:
         return self.cache.get_seq_length() - self.n_protected
 
     def extend(self, frames) -> None:
-        """Stream more frames (a ``longvid.video.Frames`` of the same size) into the session.
+        """Stream more frames (a ``longvid.video.Frames``) into the session; they are resized to the stream's frame
+        size (``encoded.frame_shape``), so every temporal step has the same token grid.
 
         Their temporal positions continue the video's at the session's seconds per step; the method's frame selector
         and token reducers run on the new frames alone (EVS keeps their first step whole); the press then holds the
@@ -161,7 +163,8 @@ class VideoSession:
         """
         enc = encode_frames(self.adapter, frames, self.method, start=len(self.encoded.prefix_ids),
                             first_step=self.steps, seconds_per_step=self.encoded.seconds_per_step,
-                            frame_shape=self.encoded.frame_shape, after=self.next_position)
+                            frame_shape=self.encoded.frame_shape, after=self.next_position,
+                            step_tokens=self.encoded.tokens.tokens_per_step)
         for stage, sec in enc.seconds.items():
             self.seconds[stage] += sec
         self.steps += enc.steps
@@ -192,13 +195,18 @@ class VideoSession:
             index = torch.cat([torch.full((n_text,), -1, device=device), index])
         total = embeds.shape[1]
         self.total_tokens += total
+        seen = 0  # visual entries prefilled so far: where the next chunk's residual rows start
         for start, end in self._chunks(total, n_text, tokens, visual):
             vis = visual[start:end]
             rows = vis.nonzero().flatten()
             chunk_pos = self._shifted(positions[:, start:end], vis)
             watch = press if press is not None and press.will_compress(self.total_tokens) else None
+            residuals = None
+            if block.residuals is not None and len(rows):
+                residuals = (vis, block.residuals[:, seen:seen + len(rows)])
+            seen += len(rows)
             with observing(lm, watch, rows) as observed:
-                forward(lm, embeds[:, start:end], chunk_pos.unsqueeze(1), self.cache)
+                forward(lm, embeds[:, start:end], chunk_pos.unsqueeze(1), self.cache, residuals=residuals)
             n_visual, n_kept_text = len(rows), (end - start) - len(rows)
             self.visual_seen += n_visual
             if press is not None:
@@ -326,8 +334,9 @@ def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, 
     at = block.index.to(device)
     groups[n_pre:n_pre + n_block][at >= 0] = group.to(device)[at[at >= 0]]
     cache = new_cache(lm.config)
+    residuals = None if block.residuals is None else (visual, block.residuals)
     hidden, kept = forward(lm, embeds, positions.unsqueeze(1), cache, pruner=method.layer_pruner,
-                           visual=visual, query=query, groups=groups)
+                           visual=visual, query=query, groups=groups, residuals=residuals)
     logits = lm.logits(hidden[:, -1])[0]
     seconds["prefill"] += time.perf_counter() - t0
     if progress is not None:

@@ -44,6 +44,9 @@ class VideoBlock:
         (L,) the row of the ``VisualTokens`` each visual entry is, -1 at structural entries.
     next_position : int
         First text position after the block (the full layout's, or a squeezed one when a reducer re-indexed time).
+    residuals : torch.Tensor or None
+        (K, n_visual, D) features added to the hidden states of the visual entries (in block order) after decoder
+        layers 0..K-1 (Qwen3-VL's DeepStack); None for families without them.
     """
 
     embeds: torch.Tensor
@@ -51,6 +54,7 @@ class VideoBlock:
     visual: torch.Tensor
     index: torch.Tensor
     next_position: int
+    residuals: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -88,6 +92,9 @@ class ModelAdapter(ABC):
         moves; None where time is written as text (Qwen3-VL), and such methods refuse the family.
     temporal_patch : int
         Frames per temporal step of the vision encoder (2 for Qwen-VL, 1 for frame-wise encoders).
+    pixels
+        The family's frame geometry, also built from config.json alone (``pixel_plan_from_checkpoint`` in its
+        module): ``frame_size(height, width, num_frames)``, ``tokens_per_step(...)``, ``temporal_patch``.
     """
 
     families: ClassVar[tuple[str, ...]] = ()
@@ -112,21 +119,25 @@ class ModelAdapter(ABC):
         return self.model.config.model_type
 
     # ----- pixels and vision ------------------------------------------------------------------------------------
-    @abstractmethod
-    def frame_size(self, height: int, width: int) -> tuple[int, int]:
-        """Size (H, W) the vision encoder takes frames of a (height, width) video at."""
+    def frame_size(self, height: int, width: int, num_frames: int | None = None) -> tuple[int, int]:
+        """Size (H, W) the vision encoder takes frames of a (height, width) video at, when ``num_frames`` are sampled
+        (a family with a whole-video pixel budget, Qwen3-VL, sizes frames by their count; others ignore it). Sizing
+        is idempotent: frames already at the returned size keep it."""
+        return self.pixels.frame_size(height, width, num_frames)
 
-    @abstractmethod
-    def tokens_per_step(self, height: int, width: int) -> int:
+    def tokens_per_step(self, height: int, width: int, num_frames: int | None = None) -> int:
         """LLM tokens per temporal step for frames of that size (before any reduction)."""
+        return self.pixels.tokens_per_step(height, width, num_frames)
 
     @abstractmethod
     def encode(self, frames: np.ndarray, timestamps, *, start: int, first_step: int = 0,
-               seconds_per_step: float | None = None, after: int | None = None) -> EncodedVision:
+               seconds_per_step: float | None = None, after: int | None = None,
+               size: tuple[int, int] | None = None) -> EncodedVision:
         """Visual tokens of uint8 frames (T, H, W, 3) at ``timestamps`` (T,) s, whose video block starts after text
         position ``start - 1``; ``first_step`` and ``seconds_per_step`` continue an earlier encoding (streaming),
         and ``after`` is then the first position after everything prefilled so far (a family whose layout does not
         follow from the step alone, e.g. 1-D positions with a newline per segment, places the segment there).
+        Frames are resized to ``size`` (H, W) (None: ``frame_size`` of the frames, by their count).
         Bounded memory: frames are preprocessed and encoded a window of temporal steps at a time."""
 
     @abstractmethod

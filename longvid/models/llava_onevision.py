@@ -48,10 +48,10 @@ class SquarePlan:
     pooled: int
     temporal_patch: int = 1
 
-    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+    def frame_size(self, height: int, width: int, num_frames: int | None = None) -> tuple[int, int]:
         return self.side, self.side
 
-    def tokens_per_step(self, height: int, width: int) -> int:
+    def tokens_per_step(self, height: int, width: int, num_frames: int | None = None) -> int:
         return self.pooled * self.pooled
 
 
@@ -94,12 +94,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
                                 model.lm_head, AttentionOps())
 
     # ----- pixels and vision ------------------------------------------------------------------------------------
-    def frame_size(self, height: int, width: int) -> tuple[int, int]:
-        return self.pixels.frame_size(height, width)
-
-    def tokens_per_step(self, height: int, width: int) -> int:
-        return self.pixels.tokens_per_step(height, width)
-
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> float (1, T, 3, side, side): resized (bicubic, antialiased), rescaled, normalised."""
         x = resize_frames(frames, self.side, self.side)
@@ -118,7 +112,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return torch.cat(out)
 
     def encode(self, frames: np.ndarray, timestamps, *, start: int, first_step: int = 0,
-               seconds_per_step: float | None = None, after: int | None = None) -> EncodedVision:
+               seconds_per_step: float | None = None, after: int | None = None,
+               size: tuple[int, int] | None = None) -> EncodedVision:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
             raise ValueError(f"frames must be a non-empty uint8 array (T, H, W, 3), got shape {frames.shape}")
         embeds = self.encode_frames(frames)

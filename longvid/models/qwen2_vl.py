@@ -76,13 +76,14 @@ class PixelPlan:
             raise ValueError(f"{option('min_pixels', min_pixels)} must not exceed {option('max_pixels', max_pixels)}")
         return cls(patch_size, merge, temporal_patch, min_pixels, max_pixels)
 
-    def frame_size(self, height: int, width: int) -> tuple[int, int]:
-        """Resized (height, width): multiples of patch * merge within [min_pixels, max_pixels]."""
+    def frame_size(self, height: int, width: int, num_frames: int | None = None) -> tuple[int, int]:
+        """Resized (height, width): multiples of patch * merge within [min_pixels, max_pixels] (per frame, whatever
+        the frame count)."""
         return smart_resize(height, width, factor=self.patch_size * self.merge,
                             min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
-    def tokens_per_step(self, height: int, width: int) -> int:
-        h, w = self.frame_size(height, width)
+    def tokens_per_step(self, height: int, width: int, num_frames: int | None = None) -> int:
+        h, w = self.frame_size(height, width, num_frames)
         return (h // self.patch_size // self.merge) * (w // self.patch_size // self.merge)
 
 
@@ -122,20 +123,15 @@ class Qwen2VLAdapter(ModelAdapter):
                                 inner.rotary_emb, model.lm_head, AttentionOps())
 
     # ----- pixels ---------------------------------------------------------------------------------------------
-    def frame_size(self, height: int, width: int) -> tuple[int, int]:
-        return self.pixels.frame_size(height, width)
-
-    def tokens_per_step(self, height: int, width: int) -> int:
-        return self.pixels.tokens_per_step(height, width)
-
-    def preprocess(self, frames: np.ndarray, timestamps) -> VideoInputs:
-        """Resize, pad to a multiple of the temporal patch (repeating the last frame), normalise and patchify.
+    def preprocess(self, frames: np.ndarray, timestamps, size: tuple[int, int] | None = None) -> VideoInputs:
+        """Resize (to ``size``, or ``frame_size`` of the frames), pad to a multiple of the temporal patch (repeating
+        the last frame), normalise and patchify.
 
         ``frames`` is uint8 (T, H, W, 3); ``timestamps`` (T,) seconds.
         """
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
             raise ValueError(f"frames must be a non-empty uint8 array (T, H, W, 3), got shape {frames.shape}")
-        height, width = self.frame_size(frames.shape[1], frames.shape[2])
+        height, width = size or self.frame_size(frames.shape[1], frames.shape[2], len(frames))
         x = resize_frames(frames, height, width)  # (T, 3, h, w) float32 in [0, 255]
         pad = -x.shape[0] % self.temporal_patch
         if pad:
@@ -151,8 +147,8 @@ class Qwen2VLAdapter(ModelAdapter):
 
     # ----- vision encoder ------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def encode_video(self, frames: np.ndarray, timestamps, max_window_patches: int = 16384
-                     ) -> tuple[torch.Tensor, VideoInputs]:
+    def encode_video(self, frames: np.ndarray, timestamps, max_window_patches: int = 16384,
+                     size: tuple[int, int] | None = None) -> tuple[torch.Tensor, VideoInputs]:
         """(N, D) visual tokens of uint8 frames (T, H, W, 3), preprocessing and encoding a window of temporal steps
         at a time, so the float pixels never exist for the whole video (at 1 fps an hour of 560 x 1008 frames is
         24 GiB of float32). Returns the tokens and the video's grid, step times and seconds per step
@@ -160,11 +156,12 @@ class Qwen2VLAdapter(ModelAdapter):
         """
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
             raise ValueError(f"frames must be a non-empty uint8 array (T, H, W, 3), got shape {frames.shape}")
-        height, width = self.frame_size(frames.shape[1], frames.shape[2])
+        height, width = size or self.frame_size(frames.shape[1], frames.shape[2], len(frames))
         tp = self.temporal_patch
         gh, gw = height // self.patch_size, width // self.patch_size
         per_window = max(1, max_window_patches // (gh * gw)) * tp  # frames, whole temporal steps
-        out = [self.encode_inputs(self.preprocess(frames[a:a + per_window], timestamps[a:a + per_window]), max_window_patches)
+        out = [self.encode_inputs(self.preprocess(frames[a:a + per_window], timestamps[a:a + per_window],
+                                                  (height, width)), max_window_patches)
                for a in range(0, len(frames), per_window)]
         times = torch.as_tensor(np.asarray(timestamps, dtype=np.float64))
         grid = (-(-len(frames) // tp), gh, gw)
@@ -206,8 +203,9 @@ class Qwen2VLAdapter(ModelAdapter):
         return t, gh // self.merge, gw // self.merge
 
     def encode(self, frames: np.ndarray, timestamps, *, start: int, first_step: int = 0,
-               seconds_per_step: float | None = None, after: int | None = None) -> EncodedVision:
-        embeds, inputs = self.encode_video(frames, timestamps)
+               seconds_per_step: float | None = None, after: int | None = None,
+               size: tuple[int, int] | None = None) -> EncodedVision:
+        embeds, inputs = self.encode_video(frames, timestamps, size=size)
         step_seconds = inputs.seconds_per_step if seconds_per_step is None else seconds_per_step
         t, h, w = self.merged_grid(inputs.grid_thw)
         steps, gh, gw = inputs.grid_thw

@@ -386,8 +386,8 @@ def read_video(
     fps, num_frames, max_frames, start, end
         As in `plan_indices`.
     size : (int, int) or callable, optional
-        Output (height, width), or a function of the displayed (height, width) returning it, e.g. a model's
-        ``PixelPlan.frame_size``. Bicubic with antialiasing, rounded to uint8 (`resize_frame`, the resize
+        Output (height, width), or a function of the displayed (height, width) and the number of sampled frames
+        returning it, e.g. a model's ``frame_size``. Bicubic with antialiasing, rounded to uint8 (`resize_frame`, the resize
         Qwen2-VL's processor applies), so resizing here or later gives the same pixels. None keeps the source size.
     progress : callable, optional
         ``progress(done, total)`` after each decoded frame.
@@ -409,7 +409,7 @@ def read_video(
     info = probe(path)
     indices = plan_indices(info, fps=fps, num_frames=num_frames, max_frames=max_frames, start=start, end=end)
     if callable(size):
-        size = size(info.height, info.width)
+        size = size(info.height, info.width, len(indices))
     if strategy == "auto":
         strategy = choose_strategy(info, indices)
     with _open(info.path) as container:
