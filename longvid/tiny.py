@@ -1,4 +1,4 @@
-"""Tiny Qwen2-VL / Qwen2.5-VL checkpoints built in code: a byte-level tokenizer, real configs, random weights.
+"""Tiny checkpoints of every supported family built in code: a byte-level tokenizer, real configs, random weights.
 
 Used by the test suite and by ``longvid demo`` so that nothing is downloaded. The models are the real
 transformers classes at a tiny size; with random weights their answers mean nothing.
@@ -8,6 +8,7 @@ transformers classes at a tiny size; with random weights their answers mean noth
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -38,6 +39,16 @@ LLAVA_OV_CHAT_TEMPLATE = (
     "{% endif %}{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# The shape of Qwen3-VL-*-Instruct's template: no default system turn, media as <|vision_start|><pad><|vision_end|>.
+QWEN3_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
     "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
@@ -47,7 +58,23 @@ LLAVA_TOKEN_IDS = dict(image_token_index=264, video_token_index=265)
 VOCAB_SIZE = 272  # 256 bytes + 8 specials, padded to a multiple of 16
 TOKEN_IDS = dict(vision_start_token_id=259, vision_end_token_id=260, image_token_id=262, video_token_id=263)
 EOS_ID, PAD_ID = 258, 256  # <|im_end|>, <|endoftext|>
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl", "qwen3_vl_moe")
+# Processor configs of the tiny checkpoints, laid out as the released ones (video_preprocessor_config.json), sized
+# so that the tests' 112 x 84 clips give 2 x 3 tokens a step (Qwen2-VL: 56 x 84 px) or, by the clip budget, 3 x 4
+# (Qwen3-VL, up to 18 frames: 96 x 128 px) and 2 x 3 (24 frames: 64 x 96 px).
+CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+VIDEO_PROCESSORS = {
+    "qwen2_vl": dict(video_processor_type="Qwen2VLVideoProcessor", size=dict(shortest_edge=56 * 56,
+                     longest_edge=84 * 84), patch_size=14, temporal_patch_size=2, merge_size=2, image_mean=CLIP_MEAN,
+                     image_std=CLIP_STD),
+    "llava_onevision": dict(video_processor_type="LlavaOnevisionVideoProcessor", size=dict(height=56, width=56),
+                            image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=3),
+    "qwen3_vl": dict(video_processor_type="Qwen3VLVideoProcessor", size=dict(shortest_edge=32 * 32 * 4,
+                     longest_edge=96 * 96 * 24), patch_size=16, temporal_patch_size=2, merge_size=2,
+                     image_mean=[0.5] * 3, image_std=[0.5] * 3, fps=2, min_frames=4, max_frames=768),
+}
+VIDEO_PROCESSORS["qwen2_5_vl"] = VIDEO_PROCESSORS["qwen2_vl"] | dict(video_processor_type="Qwen2VLVideoProcessor")
+VIDEO_PROCESSORS["qwen3_vl_moe"] = VIDEO_PROCESSORS["qwen3_vl"]
 
 
 def build_tokenizer(family: str = "qwen2_vl"):
@@ -62,14 +89,16 @@ def build_tokenizer(family: str = "qwen2_vl"):
         vocab[token] = len(vocab)
     tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.add_special_tokens({"additional_special_tokens": list(specials[1:])})
-    tok.chat_template = LLAVA_OV_CHAT_TEMPLATE if family == "llava_onevision" else QWEN2_VL_CHAT_TEMPLATE
+    tok.chat_template = {"llava_onevision": LLAVA_OV_CHAT_TEMPLATE, "qwen3_vl": QWEN3_VL_CHAT_TEMPLATE,
+                         "qwen3_vl_moe": QWEN3_VL_CHAT_TEMPLATE}.get(family, QWEN2_VL_CHAT_TEMPLATE)
     return tok
 
 
 def tiny_config(family: str = "qwen2_vl", *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
                 num_kv_heads: int = 2, vision_depth: int = 2, tokens_per_second: int = 2, vocab_size: int = VOCAB_SIZE,
                 intermediate_size: int | None = None, vision_embed_dim: int = 32, mrope_section=None):
-    """A real Qwen2-VL or Qwen2.5-VL config at a tiny size (patch 14, merge 2, temporal patch 2, as the real ones).
+    """A real config of ``family`` at a tiny size, with the real patch geometry (Qwen2/2.5-VL: patch 14, merge 2,
+    temporal patch 2; Qwen3-VL: patch 16, DeepStack after every vision block; LLaVA-OneVision: SigLIP at 56 px).
 
     ``mrope_section`` (t, h, w) must sum to ``head_dim / 2``; by default it splits like the real models (1:1.5:1.5).
     """
@@ -101,6 +130,20 @@ def tiny_config(family: str = "qwen2_vl", *, hidden_size: int = 64, num_layers: 
         return LlavaOnevisionConfig(vision_config=vision, text_config=text, image_grid_pinpoints=[[56, 56]],
                                     vision_aspect_ratio="anyres_max_9", vision_feature_layer=-1,
                                     vision_feature_select_strategy="full", **LLAVA_TOKEN_IDS)
+    if family in ("qwen3_vl", "qwen3_vl_moe"):
+        from transformers import Qwen3VLConfig, Qwen3VLMoeConfig
+
+        text = text | dict(head_dim=head_dim, rope_parameters=dict(rope_type="default", rope_theta=5e6,
+                                                                   mrope_section=section, mrope_interleaved=True))
+        if family == "qwen3_vl_moe":
+            text |= dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden_size // 2,
+                         decoder_sparse_step=1)
+        vision = dict(depth=vision_depth, hidden_size=vision_embed_dim, intermediate_size=2 * vision_embed_dim,
+                      num_heads=2, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                      out_hidden_size=hidden_size, num_position_embeddings=16,
+                      deepstack_visual_indexes=list(range(vision_depth)))
+        cls = Qwen3VLMoeConfig if family == "qwen3_vl_moe" else Qwen3VLConfig
+        return cls(text_config=text, vision_config=vision, **TOKEN_IDS)
     if family == "qwen2_5_vl":
         vision = dict(depth=vision_depth, hidden_size=vision_embed_dim, intermediate_size=2 * vision_embed_dim,
                       num_heads=2,
@@ -127,4 +170,5 @@ def save_tiny_model(path: str | Path, family: str = "qwen2_vl", *, seed: int = 0
     path.mkdir(parents=True, exist_ok=True)
     build_tiny_model(family, seed=seed, **config_kwargs).save_pretrained(path)
     build_tokenizer(family).save_pretrained(path)
+    (path / "video_preprocessor_config.json").write_text(json.dumps(VIDEO_PROCESSORS[family], indent=2) + "\n")
     return path

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random Qwen2-VL / Qwen2.5-VL checkpoints built in code, and small generated videos.
+"""Shared fixtures: tiny random checkpoints of every family built in code, and small generated videos.
 
     pytest tests/ -q
 """
@@ -12,10 +12,8 @@ import longvid
 from longvid.tiny import save_tiny_model
 from longvid.video import read_video, write_test_video
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
-QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")  # M-RoPE, dynamic resolution, two frames per temporal step
-# 56x56 to 84x84 frames: 2x2 or 3x3 merged tokens per temporal step, enough to exercise every index path
-PIXELS = dict(min_pixels=56 * 56, max_pixels=84 * 84)
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl")
+QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")  # M-RoPE with time on its row, per-frame pixel budgets
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +30,7 @@ def family(request):
 @pytest.fixture(scope="session")
 def lms(tiny_dirs):
     torch.manual_seed(0)
-    return {family: longvid.load(path, **({} if family == "llava_onevision" else PIXELS))
-            for family, path in tiny_dirs.items()}
+    return {family: longvid.load(path) for family, path in tiny_dirs.items()}  # pixels from their processor configs
 
 
 @pytest.fixture(scope="session")

@@ -38,9 +38,63 @@ def transformers_inputs(lm, frames, question):
         return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=pixels)
     inputs = a.preprocess(frames.frames, frames.timestamps)
     t, h, w = a.merged_grid(inputs.grid_thw)
+    if a.family.startswith("qwen3_vl"):  # per step: <t seconds><|vision_start|> pads <|vision_end|>, Qwen's layout
+        video = []
+        for seconds in a.step_times(frames.timestamps):
+            video += a.timestamp_ids(seconds) + [a.vision_start_id] + [a.video_token_id] * (h * w) + [a.vision_end_id]
+        ids = torch.tensor([prefix + video + tail])
+        return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=inputs.pixel_values,
+                    video_grid_thw=torch.tensor([inputs.grid_thw]), mm_token_type_ids=(ids == a.video_token_id).int() * 2)
     ids = torch.tensor([prefix + [a.video_token_id] * (t * h * w) + tail])
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=inputs.pixel_values,
                   video_grid_thw=torch.tensor([inputs.grid_thw]), mm_token_type_ids=(ids == a.video_token_id).int() * 2)
     if a.family == "qwen2_5_vl":
         kwargs["second_per_grid_ts"] = torch.tensor([inputs.seconds_per_step])
     return kwargs
+
+
+def deepstack(lm, enc, total: int):
+    """The video block's DeepStack over a prompt ``[prefix, block, tail]`` of ``total`` tokens: ``(rows, features)``
+    with rows (total,) bool at the block's visual entries and features (K, n, D), or None without DeepStack."""
+    block = enc.block
+    if block.residuals is None:
+        return None
+    rows = torch.zeros(total, dtype=torch.bool)
+    n_pre = len(enc.prefix_ids)
+    rows[n_pre:n_pre + len(block)] = block.visual
+    return rows, block.residuals
+
+
+def after_layer(lm, hidden, i: int, ds):
+    """Hidden states after decoder layer ``i`` as transformers' Qwen3-VL text model leaves them (its own
+    ``_deepstack_process``); unchanged without DeepStack or past its layers."""
+    if ds is None or i >= len(ds[1]):
+        return hidden
+    return lm.adapter.model.model.language_model._deepstack_process(hidden, ds[0][None], ds[1][i])
+
+
+def explicit_generate(lm, max_new_tokens: int, embeds, positions, ds=None):
+    """Greedy decoding by transformers from explicit ``inputs_embeds`` (1, L, D) and ``positions`` (R, 1, L): its
+    ``generate`` without DeepStack, else its Qwen3-VL text model (which takes the DeepStack rows) step by step.
+    Returns the tokens and the logits of every step."""
+    a = lm.adapter
+    if ds is None:
+        out = a.model.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, embeds.shape[1]),
+                               position_ids=hf_position_ids(positions), max_new_tokens=max_new_tokens,
+                               do_sample=False, output_logits=True, return_dict_in_generate=True)
+        return out.sequences[0].tolist(), [x[0] for x in out.logits]
+    from transformers import DynamicCache
+
+    text_model = a.model.model.language_model
+    cache = DynamicCache(config=text_model.config)
+    step = dict(visual_pos_masks=ds[0][None], deepstack_visual_embeds=list(ds[1]))
+    nxt = int(positions.max()) + 1
+    tokens, logits = [], []
+    for _ in range(max_new_tokens):
+        out = text_model(inputs_embeds=embeds, position_ids=positions, use_cache=True, **{a.lm.cache_kwarg: cache},
+                         **step)
+        logits.append(a.model.lm_head(out.last_hidden_state[0, -1]))
+        tokens.append(int(logits[-1].argmax()))
+        embeds = text_model.embed_tokens(torch.tensor([[tokens[-1]]]))
+        positions, step, nxt = torch.full((positions.shape[0], 1, 1), nxt), {}, nxt + 1
+    return tokens, logits

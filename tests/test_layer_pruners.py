@@ -33,9 +33,10 @@ class RecordingPruneVid(Recording, PruneVidPrune):
     pass
 
 
-@pytest.fixture(scope="module")
-def eager_lm(tiny_dirs):
-    return longvid.load(tiny_dirs["qwen2_vl"], attn_implementation="eager", min_pixels=56 * 56, max_pixels=84 * 84)
+@pytest.fixture(scope="module", params=["qwen2_vl", "qwen3_vl"])
+def eager_lm(tiny_dirs, request):
+    """Eager attention returns its weights: Qwen2-VL's, and Qwen3-VL's with QK-norm."""
+    return longvid.load(tiny_dirs[request.param], attn_implementation="eager")
 
 
 def full_attention_map(lm, ctx, rope: bool):
@@ -43,8 +44,11 @@ def full_attention_map(lm, ctx, rope: bool):
     attn = ctx.layer.self_attn
     x = ctx.layer.input_layernorm(ctx.hidden_in)
     b, n, _ = x.shape
-    q = attn.q_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
-    k = attn.k_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+    q = attn.q_proj(x).view(b, n, -1, attn.head_dim)
+    k = attn.k_proj(x).view(b, n, -1, attn.head_dim)
+    if hasattr(attn, "q_norm"):  # Qwen3: per-head RMSNorm after the projections
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
     v = attn.v_proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
     if rope:
         from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb

@@ -247,15 +247,17 @@ class VideoSession:
 
     def _chunks(self, total: int, n_text: int, tokens: VisualTokens, visual: torch.Tensor) -> list[tuple[int, int]]:
         """(start, end) of each prefill chunk: every ``chunk_size`` tokens, or, for a press that sets its own chunks
-        (PivotKV's, from the video's temporal steps), the text plus the first chunk of video, then per chunk up to
-        the last visual entry; what follows it (LLaVA's newline) is a chunk of its own, prefilled after the last
+        (PivotKV's, in visual tokens from the video's temporal steps), the text plus the first chunk of video, then
+        per chunk of that many visual entries (with the structural entries between them: Qwen3-VL's timestamps) up
+        to the last visual entry; what follows it (LLaVA's newline) is a chunk of its own, prefilled after the last
         squeeze at its shifted position."""
         press = self.method.press
         size = None if press is None else press.chunk_tokens(tokens.grid_thw[0], tokens.tokens_per_step,
                                                               self.adapter.temporal_patch)
-        if size:
-            last = int(visual.nonzero().max()) + 1 if visual.any() else total
-            ends = list(range(n_text + size, last, size)) + [last] + ([total] if total > last else [])
+        if size:  # chunks of ``size`` visual entries (with the structural ones between them)
+            at = visual.nonzero().flatten().tolist()
+            last = at[-1] + 1 if at else total
+            ends = [at[k - 1] + 1 for k in range(size, len(at), size)] + [last] + ([total] if total > last else [])
         else:
             ends = list(range(self.chunk_size, total, self.chunk_size)) + [total]
         return list(zip([0] + ends[:-1], ends))

@@ -19,6 +19,8 @@ ADAPTERS = {  # model_type -> "module:class" of its adapter (imported when a mod
     "qwen2_vl": "longvid.models.qwen2_vl:Qwen2VLAdapter",
     "qwen2_5_vl": "longvid.models.qwen2_vl:Qwen2VLAdapter",
     "llava_onevision": "longvid.models.llava_onevision:LlavaOnevisionAdapter",
+    "qwen3_vl": "longvid.models.qwen3_vl:Qwen3VLAdapter",
+    "qwen3_vl_moe": "longvid.models.qwen3_vl:Qwen3VLAdapter",
 }
 SUPPORTED_MODELS = tuple(ADAPTERS)
 BUNDLED_MODELS = {"longvid-tiny": Path(__file__).resolve().parent.parent / "assets" / "longvid-tiny"}
@@ -151,9 +153,10 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype="auto", attn_im
     family = model_family(path)
     path = resolve_model(path)
     check_checkpoint(path)
-    importlib.import_module(ADAPTERS[family].partition(":")[0]).pixel_plan_from_checkpoint(path, min_pixels, max_pixels)
+    module = importlib.import_module(ADAPTERS[family].partition(":")[0])
+    module.pixel_plan_from_checkpoint(path, min_pixels, max_pixels)  # the user's pixel settings, before weights
     torch_dtype, torch_device = resolve_dtype(dtype), resolve_device(device)
-    pre = read_preprocessor_config(path)
+    pre = getattr(module, "preprocessor_kwargs", read_preprocessor_config)(path)
     if min_pixels is not None:
         pre["min_pixels"] = min_pixels
     if max_pixels is not None:
