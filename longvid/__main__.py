@@ -6,6 +6,7 @@ own modules import) ending as one ``interrupted`` line and exit code 130.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -16,7 +17,20 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        _exit_interrupted()
+    except SystemExit as done:
+        if done.code == 130:  # the CLI reported an interrupt
+            _exit_interrupted()
+        raise
+
+
+def _exit_interrupted() -> None:
+    """Exit with code 130, every time. A plain ``sys.exit(130)`` is not enough: when the KeyboardInterrupt went
+    through ``eval`` of a string (e.g. inspect evaluating an annotation while a module imports), CPython keeps a flag
+    that makes the interpreter kill itself with SIGINT at shutdown even though the interrupt was handled."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 if __name__ == "__main__":

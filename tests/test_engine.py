@@ -262,3 +262,22 @@ def test_streaming_sessions_on_one_method_do_not_share_press_state(lm, video_pat
     r[0].extend(halves[1]), r[1].extend(other[1])
     for x, y in zip(s, r):
         assert all(torch.equal(p.keys, q.keys) for p, q in zip(x.cache.layers, y.cache.layers))
+
+
+def test_streamed_segments_equal_one_encode(lm, video_path):
+    """A session fed two halves answers as one encode of the whole clip: positions (and Qwen3-VL's timestamps and
+    markers) continue where the first half ended. LLaVA-OneVision writes a newline after each segment instead."""
+    whole = read_video(video_path, fps=2, end=4.0)
+    halves = [read_video(video_path, fps=2, end=2.0), read_video(video_path, fps=2, start=2.0, end=4.0)]
+    session = lm.session(halves[0], method="full", chunk_size=7)
+    session.extend(halves[1])
+    streamed = session.ask("What moves?", max_new_tokens=4, record_logits=True)
+    if lm.adapter.family == "llava_onevision":
+        n = lm.adapter.tokens_per_step(84, 112)
+        assert streamed.stats.llm_tokens == lm.ask(whole, "What moves?", max_new_tokens=1).stats.llm_tokens + 1
+        assert session.next_position == len(session.encoded.prefix_ids) + 8 * n + 2  # two newlines
+        return
+    one = lm.ask(whole, "What moves?", max_new_tokens=4, record_logits=True)
+    assert streamed.token_ids == one.token_ids and streamed.stats.visual_tokens == one.stats.visual_tokens
+    for a, b in zip(streamed.logits, one.logits):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)

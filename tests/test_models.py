@@ -65,7 +65,8 @@ def test_llava_processor_parity_when_torchvision_imports(lms, frames):
     from transformers import LlavaOnevisionVideoProcessor
 
     a = lms["llava_onevision"].adapter
-    proc = LlavaOnevisionVideoProcessor(size={"height": a.side, "width": a.side})
+    proc = LlavaOnevisionVideoProcessor(size={"height": a.side, "width": a.side}, image_mean=a.mean.flatten().tolist(),
+                                        image_std=a.std.flatten().tolist())
     ref = proc(videos=[torch.from_numpy(frames.frames).permute(0, 3, 1, 2)], do_sample_frames=False,
                return_tensors="pt")
     torch.testing.assert_close(a.preprocess(frames.frames), ref["pixel_values_videos"], atol=ATOL, rtol=0)
