@@ -1,10 +1,12 @@
 """Time to first token (TTFT) of the longvid engine with ``full`` vs plain transformers ``generate``, on CPU.
 
-Issue target: "the engine with ``full`` adds at most 5 % to time-to-first-token over plain transformers
-``generate`` on the tiny model at 4k visual tokens". The model is a random-weight tiny Qwen2-VL built in code
-(``longvid.tiny``) at a larger size than the tests use, so the LLM dominates: text hidden 256, 4 layers, 4 heads,
-2 KV heads (head_dim 64), vision depth 2; float32, SDPA, 2 torch threads. The video is a synthetic 448x448 H.264
-clip; 32 frames -> 16 temporal steps x 16x16 merged tokens = 4096 visual tokens.
+Issue targets: "the engine with ``full`` adds at most 5 % to time-to-first-token over plain transformers
+``generate`` on the tiny model at 4k visual tokens", on each family (``--family``). The model is a random-weight
+tiny checkpoint built in code (``longvid.tiny``) at a larger size than the tests use, so the LLM dominates: text
+hidden 256, 4 layers, 4 heads, 2 KV heads (head_dim 64), vision depth 2; float32, SDPA, 2 torch threads. The video
+is a synthetic square H.264 clip of about 4096 visual tokens: Qwen2/2.5-VL 448 px x 32 frames (16 steps of 16x16),
+Qwen3-VL 512 px x 32 frames (16 steps of 16x16 at 32 px a token), LLaVA-OneVision 384 px x 21 frames (14x14 pooled
+tokens a frame, 4116 + the newline).
 
 TTFT is measured from already decoded frames to the first generated token (``max_new_tokens=1``), both sides:
 
@@ -26,7 +28,7 @@ token. Prints a table, then one JSON object as the last line.
 
 Run (about 3 minutes on 2 cores; ``--threads 1`` is a check that is immune to thread-pool stalls)::
 
-    python benchmarks/bench_engine.py [--threads 2] [--runs 9]
+    python benchmarks/bench_engine.py [--family qwen2_vl] [--threads 2] [--runs 9]
 """
 
 from __future__ import annotations
@@ -52,9 +54,14 @@ from longvid.engine.session import DEFAULT_CHUNK
 from longvid.tiny import save_tiny_model
 from longvid.video import read_video, write_test_video
 
-FAMILY = "qwen2_vl"
 MODEL = dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, vision_depth=2)
-SIDE, NUM_FRAMES, VIDEO_FPS = 448, 32, 8  # 448 / 28 = 16 merged tokens a side; 32 frames = 16 temporal steps
+VIDEO_FPS = 8
+FAMILIES = {  # family -> frame side, frames, extra tiny-config and load settings: about 4096 visual tokens each
+    "qwen2_vl": dict(side=448, frames=32, pixels=448 * 448),  # 16 x 16 merged tokens a step, 16 steps
+    "qwen2_5_vl": dict(side=448, frames=32, pixels=448 * 448),
+    "qwen3_vl": dict(side=512, frames=32, pixels=512 * 512),  # 32 px a token: 16 x 16 a step, 16 steps
+    "llava_onevision": dict(side=384, frames=21, config=dict(image_size=384)),  # 14 x 14 pooled tokens a frame
+}
 QUESTION = "What moves in the video?"
 SMALL_CHUNK = 4096  # splits the 4179-token prompt: the second chunk attends to a past through a mask
 CASES = {  # name -> what the table calls it
@@ -68,25 +75,20 @@ CASES = {  # name -> what the table calls it
 ASKS = ("longvid", "longvid_chunk_4096", "longvid_single_forward")
 
 
-def build(workdir: Path):
-    """The tiny checkpoint, loaded with frames pinned to SIDE x SIDE, and NUM_FRAMES decoded frames."""
-    path = save_tiny_model(workdir / "model", FAMILY, seed=0, **MODEL)
-    video = write_test_video(workdir / "clip.mp4", seconds=NUM_FRAMES / VIDEO_FPS, fps=VIDEO_FPS, width=SIDE,
-                             height=SIDE)
-    lm = longvid.load(path, dtype="float32", attn_implementation="sdpa", min_pixels=SIDE * SIDE,
-                      max_pixels=SIDE * SIDE)
-    return lm, read_video(video, num_frames=NUM_FRAMES)
+def build(workdir: Path, family: str):
+    """The tiny checkpoint, loaded with frames pinned to side x side, and the decoded frames."""
+    spec = FAMILIES[family]
+    path = save_tiny_model(workdir / "model", family, seed=0, **MODEL, **spec.get("config", {}))
+    video = write_test_video(workdir / "clip.mp4", seconds=spec["frames"] / VIDEO_FPS, fps=VIDEO_FPS,
+                             width=spec["side"], height=spec["side"])
+    pixels = dict(min_pixels=spec["pixels"], max_pixels=spec["pixels"]) if "pixels" in spec else {}
+    lm = longvid.load(path, dtype="float32", attn_implementation="sdpa", **pixels)
+    return lm, read_video(video, num_frames=spec["frames"])
 
 
 def transformers_inputs(lm, frames) -> dict:
-    """The prompt longvid builds, as ``generate`` kwargs (as tests/test_engine.py::transformers_inputs)."""
-    a = lm.adapter
-    inputs = a.preprocess(frames.frames, frames.timestamps)
-    prefix, tail_template = a.prompt_parts()
-    t, h, w = a.merged_grid(inputs.grid_thw)
-    ids = torch.tensor([prefix + [a.video_token_id] * (t * h * w) + a.tail_ids(tail_template, QUESTION)])
-    return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=inputs.pixel_values,
-                video_grid_thw=torch.tensor([inputs.grid_thw]), mm_token_type_ids=(ids == a.video_token_id).int() * 2)
+    """The prompt longvid builds, as ``generate`` kwargs in the family's own layout."""
+    return lm.adapter.generate_inputs(frames.frames, frames.timestamps, QUESTION)
 
 
 def runners(lm, frames, hf_kwargs: dict) -> dict:
@@ -105,10 +107,18 @@ def runners(lm, frames, hf_kwargs: dict) -> dict:
 
     @torch.inference_mode()
     def vision():
-        a.model.model.get_video_features(hf_kwargs["pixel_values_videos"], hf_kwargs["video_grid_thw"])
+        if "video_grid_thw" in hf_kwargs:
+            a.model.model.get_video_features(hf_kwargs["pixel_values_videos"], hf_kwargs["video_grid_thw"])
+        else:  # LLaVA-OneVision: fixed-size frames
+            a.model.model.get_video_features(hf_kwargs["pixel_values_videos"],
+                                             vision_feature_layer=a.feature_layer,
+                                             vision_feature_select_strategy=a.select_strategy)
 
     def preprocess():
-        a.preprocess(frames.frames, frames.timestamps)
+        if "video_grid_thw" in hf_kwargs:
+            a.preprocess(frames.frames, frames.timestamps)
+        else:
+            a.preprocess(frames.frames)
 
     return {
         "transformers": generate,
@@ -206,13 +216,13 @@ def print_table(series: dict, stage_medians: dict, ratio: dict, check: dict) -> 
 
 
 
-def main(threads: int = 2, runs: int = 9) -> dict:
+def main(threads: int = 2, runs: int = 9, family: str = "qwen2_vl") -> dict:
     if threads < 1 or runs < 1:
         raise ValueError(f"threads and runs must be >= 1, got threads={threads}, runs={runs}")
     torch.set_num_threads(threads)
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
-        lm, frames = build(Path(tmp))
+        lm, frames = build(Path(tmp), family)
         hf_kwargs = transformers_inputs(lm, frames)
         check = first_tokens(lm, frames, hf_kwargs)
         probe_start = small_op_ms()
@@ -223,7 +233,8 @@ def main(threads: int = 2, runs: int = 9) -> dict:
     series, stage_medians = derive(sec, stages)
     ratio = ratios(series)
     print_table(series, stage_medians, ratio, check)
-    grid = [int(x) for x in hf_kwargs["video_grid_thw"][0]]
+    grid = [int(x) for x in hf_kwargs["video_grid_thw"][0]] if "video_grid_thw" in hf_kwargs else None
+    spec = FAMILIES[family]
     text = lm.adapter.lm.config
     head_dim = text.hidden_size // text.num_attention_heads
     target = ratio["longvid_excl_preprocess"]["median"]
@@ -231,9 +242,9 @@ def main(threads: int = 2, runs: int = 9) -> dict:
           f"{'met' if target <= 1.05 else 'NOT met'}; {elapsed:.0f} s measuring, load avg {load_start:.2f} -> "
           f"{os.getloadavg()[0]:.2f}, tiny-matmul probe {probe_start:.2f} -> {probe_end:.2f} ms")
     return {
-        "config": {"family": FAMILY, **MODEL, "dtype": "float32", "attn_implementation": "sdpa", "threads": threads,
-                   "frame_size": [SIDE, SIDE], "num_frames": NUM_FRAMES, "grid_thw_patches": grid,
-                   "merged_grid_thw": [grid[0], grid[1] // 2, grid[2] // 2], "question": QUESTION, "runs": runs,
+        "config": {"family": family, **MODEL, **spec.get("config", {}), "dtype": "float32",
+                   "attn_implementation": "sdpa", "threads": threads, "frame_size": [spec["side"]] * 2,
+                   "num_frames": spec["frames"], "grid_thw_patches": grid, "question": QUESTION, "runs": runs,
                    "chunk_sizes": {"default": DEFAULT_CHUNK, "small": SMALL_CHUNK}},
         "tokens": {"visual": check["visual_tokens"], "llm_longvid": check["llm_tokens"],
                    "llm_transformers": int(hf_kwargs["input_ids"].shape[1]), "kv_bytes": check["kv_bytes"],
@@ -261,5 +272,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--runs", type=int, default=9, help="timed rounds after the warmup round")
+    parser.add_argument("--family", choices=list(FAMILIES), default="qwen2_vl", help="tiny model family")
     args = parser.parse_args()
-    print(json.dumps(main(args.threads, args.runs)))
+    print(json.dumps(main(args.threads, args.runs, args.family)))

@@ -96,11 +96,13 @@ def build_tokenizer(family: str = "qwen2_vl"):
 
 def tiny_config(family: str = "qwen2_vl", *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
                 num_kv_heads: int = 2, vision_depth: int = 2, tokens_per_second: int = 2, vocab_size: int = VOCAB_SIZE,
-                intermediate_size: int | None = None, vision_embed_dim: int = 32, mrope_section=None):
+                intermediate_size: int | None = None, vision_embed_dim: int = 32, mrope_section=None,
+                image_size: int = 56):
     """A real config of ``family`` at a tiny size, with the real patch geometry (Qwen2/2.5-VL: patch 14, merge 2,
     temporal patch 2; Qwen3-VL: patch 16, DeepStack after every vision block; LLaVA-OneVision: SigLIP at 56 px).
 
     ``mrope_section`` (t, h, w) must sum to ``head_dim / 2``; by default it splits like the real models (1:1.5:1.5).
+    ``image_size`` is LLaVA-OneVision's square frame side (56 px: 2 x 2 tokens a frame; 384 as released: 14 x 14).
     """
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
@@ -126,8 +128,8 @@ def tiny_config(family: str = "qwen2_vl", *, hidden_size: int = 64, num_layers: 
             model_type="qwen2", rope_parameters=dict(rope_type="default", rope_theta=1e6))
         vision = dict(model_type="siglip_vision_model", hidden_size=vision_embed_dim,
                       intermediate_size=2 * vision_embed_dim, num_hidden_layers=vision_depth, num_attention_heads=2,
-                      image_size=56, patch_size=14, vision_use_head=False)
-        return LlavaOnevisionConfig(vision_config=vision, text_config=text, image_grid_pinpoints=[[56, 56]],
+                      image_size=image_size, patch_size=14, vision_use_head=False)
+        return LlavaOnevisionConfig(vision_config=vision, text_config=text, image_grid_pinpoints=[[image_size] * 2],
                                     vision_aspect_ratio="anyres_max_9", vision_feature_layer=-1,
                                     vision_feature_select_strategy="full", **LLAVA_TOKEN_IDS)
     if family in ("qwen3_vl", "qwen3_vl_moe"):
@@ -165,10 +167,14 @@ def build_tiny_model(family: str = "qwen2_vl", *, seed: int = 0, **config_kwargs
 
 
 def save_tiny_model(path: str | Path, family: str = "qwen2_vl", *, seed: int = 0, **config_kwargs) -> Path:
-    """Write a loadable checkpoint directory (config, safetensors, tokenizer, chat template) and return its path."""
+    """Write a loadable checkpoint directory (config, safetensors, tokenizer with its chat template, video processor
+    config) and return its path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     build_tiny_model(family, seed=seed, **config_kwargs).save_pretrained(path)
     build_tokenizer(family).save_pretrained(path)
-    (path / "video_preprocessor_config.json").write_text(json.dumps(VIDEO_PROCESSORS[family], indent=2) + "\n")
+    processor = dict(VIDEO_PROCESSORS[family])
+    if family == "llava_onevision":
+        processor["size"] = dict(height=config_kwargs.get("image_size", 56), width=config_kwargs.get("image_size", 56))
+    (path / "video_preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
     return path

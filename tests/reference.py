@@ -28,29 +28,7 @@ def hf_position_ids(positions: torch.Tensor) -> torch.Tensor:
 
 def transformers_inputs(lm, frames, question):
     """The same prompt as longvid builds, in the form transformers' own ``generate`` takes (its processor's layout)."""
-    a = lm.adapter
-    prefix, tail_template = a.prompt_parts()
-    tail = a.tail_ids(tail_template, question)
-    if a.family == "llava_onevision":  # <video> x (tokens per frame x frames + the newline)
-        pixels = a.preprocess(frames.frames)
-        n = a.tokens_per_step(0, 0) * len(frames) + 1
-        ids = torch.tensor([prefix + [a.video_token_id] * n + tail])
-        return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=pixels)
-    inputs = a.preprocess(frames.frames, frames.timestamps)
-    t, h, w = a.merged_grid(inputs.grid_thw)
-    if a.family.startswith("qwen3_vl"):  # per step: <t seconds><|vision_start|> pads <|vision_end|>, Qwen's layout
-        video = []
-        for seconds in a.step_times(frames.timestamps):
-            video += a.timestamp_ids(seconds) + [a.vision_start_id] + [a.video_token_id] * (h * w) + [a.vision_end_id]
-        ids = torch.tensor([prefix + video + tail])
-        return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=inputs.pixel_values,
-                    video_grid_thw=torch.tensor([inputs.grid_thw]), mm_token_type_ids=(ids == a.video_token_id).int() * 2)
-    ids = torch.tensor([prefix + [a.video_token_id] * (t * h * w) + tail])
-    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=inputs.pixel_values,
-                  video_grid_thw=torch.tensor([inputs.grid_thw]), mm_token_type_ids=(ids == a.video_token_id).int() * 2)
-    if a.family == "qwen2_5_vl":
-        kwargs["second_per_grid_ts"] = torch.tensor([inputs.seconds_per_step])
-    return kwargs
+    return lm.adapter.generate_inputs(frames.frames, frames.timestamps, question)
 
 
 def deepstack(lm, enc, total: int):

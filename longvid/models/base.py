@@ -172,6 +172,12 @@ class ModelAdapter(ABC):
             raise ValueError("the question is empty: ask something about the video")
         return self.tokenizer(tail_template.replace(QUESTION_MARKER, question), add_special_tokens=False)["input_ids"]
 
+    @abstractmethod
+    def generate_inputs(self, frames: np.ndarray, timestamps, question: str, system: str | None = None) -> dict:
+        """The prompt longvid builds for ``full``, as keyword arguments of transformers' own ``model.generate``
+        (``input_ids`` in the family's layout, pixel values from ``preprocess``): for comparing with plain
+        transformers (tests, ``benchmarks/bench_engine.py``)."""
+
     def text_positions(self, start: int, n: int, device=None) -> torch.Tensor:
         """(R, n) position ids of n text tokens from ``start``: every row the same, as both layouts write text."""
         return (start + torch.arange(n, device=device)).expand(self.position_rows, -1).clone()

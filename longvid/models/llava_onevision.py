@@ -131,6 +131,13 @@ class LlavaOnevisionAdapter(ModelAdapter):
         step = seconds_per_step if seconds_per_step is not None else (spacing if spacing > 0 else 1.0)
         return EncodedVision(tokens, t, step, first + t * n + 1)  # + 1: the newline
 
+    def generate_inputs(self, frames: np.ndarray, timestamps, question: str, system: str | None = None) -> dict:
+        """``<video>`` x (tokens per frame x frames + the newline), as transformers' processor expands it."""
+        prefix, tail_template = self.prompt_parts(system)
+        n = self.pooled * self.pooled * len(frames) + 1
+        ids = torch.tensor([prefix + [self.video_token_id] * n + self.tail_ids(tail_template, question)])
+        return dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=self.preprocess(frames))
+
     def video_block(self, tokens: VisualTokens, start: int, end: int) -> VideoBlock:
         """The kept tokens at their positions, then the newline just before ``end`` (or right after a squeezed block,
         whose end a reducer set in ``tokens.end_position``)."""

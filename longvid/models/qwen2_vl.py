@@ -218,6 +218,23 @@ class Qwen2VLAdapter(ModelAdapter):
                               grid_thw=(t, h, w), num_original=len(thw))
         return EncodedVision(tokens, steps, step_seconds, int(positions.max()) + 1)
 
+    def generate_inputs(self, frames: np.ndarray, timestamps, question: str, system: str | None = None) -> dict:
+        prefix, tail_template = self.prompt_parts(system)
+        inputs = self.preprocess(frames, timestamps)
+        t, h, w = self.merged_grid(inputs.grid_thw)
+        ids = torch.tensor([prefix + self.video_ids(inputs, timestamps) + self.tail_ids(tail_template, question)])
+        kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=inputs.pixel_values,
+                      video_grid_thw=torch.tensor([inputs.grid_thw]),
+                      mm_token_type_ids=(ids == self.video_token_id).int() * 2)
+        if self.tokens_per_second is not None:  # Qwen2.5-VL
+            kwargs["second_per_grid_ts"] = torch.tensor([inputs.seconds_per_step])
+        return kwargs
+
+    def video_ids(self, inputs: VideoInputs, timestamps) -> list[int]:
+        """The video's token ids in transformers' layout: one video pad per visual token."""
+        t, h, w = self.merged_grid(inputs.grid_thw)
+        return [self.video_token_id] * (t * h * w)
+
     def video_block(self, tokens: VisualTokens, start: int, end: int) -> VideoBlock:
         """The visual tokens as they are: Qwen2-VL writes nothing between frames."""
         n = len(tokens)

@@ -288,6 +288,15 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         residuals = deepstack[index[index >= 0].to(deepstack.device)].transpose(0, 1)
         return VideoBlock(torch.cat(embeds), torch.cat(positions, 1), torch.cat(visual), index, end, residuals)
 
+    def video_ids(self, inputs, timestamps) -> list[int]:
+        """Per temporal step ``<t seconds><|vision_start|>`` + one video pad per token + ``<|vision_end|>``."""
+        _, h, w = self.merged_grid(inputs.grid_thw)
+        ids = []
+        for seconds in self.step_times(timestamps):
+            ids += self.timestamp_ids(seconds) + [self.vision_start_id] + [self.video_token_id] * (h * w)
+            ids.append(self.vision_end_id)
+        return ids
+
     # ----- prompt ----------------------------------------------------------------------------------------------
     def prompt_parts(self, system: str | None = None) -> tuple[list[int], str]:
         """The chat template split at the video, with its ``<|vision_start|>`` / ``<|vision_end|>`` pair around the
