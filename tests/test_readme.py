@@ -30,3 +30,22 @@ def test_python_snippet_runs(tiny_dirs, video_path, capsys):
     snippet = snippet.replace('"talk.mp4"', repr(str(video_path)))
     exec(compile(snippet, "README.md", "exec"), {})
     assert len(capsys.readouterr().out.splitlines()) >= 3  # one answer, then two session answers
+
+
+def test_methods_table_family_columns_say_what_runs(lms):
+    """A ✓ where the preset at its defaults accepts the family's model, anything else where it refuses it."""
+    from longvid.methods.registry import get_method
+
+    header = next(line for line in README.splitlines() if line.startswith("| method | stage |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    families = {"Qwen2-VL": "qwen2_vl", "Qwen2.5-VL": "qwen2_5_vl", "Qwen3-VL": "qwen3_vl", "LLaVA-OV": "llava_onevision"}
+    for row in re.findall(r"^\| `[\w-]+` \|.*$", README, flags=re.M):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        name = cells[0].strip("`")
+        for label, family in families.items():
+            try:
+                get_method(name).check_model(lms[family].adapter)
+                runs = True
+            except ValueError:
+                runs = False
+            assert (cells[columns.index(label)] == "✓") == runs, (name, label)

@@ -108,7 +108,7 @@ register(MethodSpec(
     "keep=0.5 (kvpress compression_ratio 0.5), applied between prefill chunks", "https://arxiv.org/abs/2406.11430"))
 register(MethodSpec(
     "prunevid", "token reducer + layer pruner", P + "prunevid",
-    "alpha=0.4 (--keep sets alpha), layer at depth 10/32 (the paper's K=10 of 32 layers: 9 of 28 on Qwen2-VL-7B, "
+    "alpha=0.4 (--keep sets alpha), layer at depth 10/32 (the paper's K=10 of 32 layers: 9 of a 28-layer LLM, "
     "1 of 4 on longvid-tiny; --set layer=N fixes it), tau=0.8, temporal_segment_ratio=0.25, cluster_ratio=0.5, k=7",
     "https://arxiv.org/abs/2412.16117", query_aware=True, keep_is_retention=False))
 register(MethodSpec(
