@@ -59,6 +59,7 @@ VOCAB_SIZE = 272  # 256 bytes + 8 specials, padded to a multiple of 16
 TOKEN_IDS = dict(vision_start_token_id=259, vision_end_token_id=260, image_token_id=262, video_token_id=263)
 EOS_ID, PAD_ID = 258, 256  # <|im_end|>, <|endoftext|>
 FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "qwen3_vl", "qwen3_vl_moe")
+VARIANTS = {"qwen3_vl_moe": "qwen3_vl"}  # same adapter and layout as the family named; tested on its own
 # Processor configs of the tiny checkpoints, laid out as the released ones (video_preprocessor_config.json), sized
 # so that the tests' 112 x 84 clips give 2 x 3 tokens a step (Qwen2-VL: 56 x 84 px) or, by the clip budget, 3 x 4
 # (Qwen3-VL, up to 18 frames: 96 x 128 px) and 2 x 3 (24 frames: 64 x 96 px).
@@ -71,7 +72,8 @@ VIDEO_PROCESSORS = {
                             image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=3),
     "qwen3_vl": dict(video_processor_type="Qwen3VLVideoProcessor", size=dict(shortest_edge=32 * 32 * 4,
                      longest_edge=96 * 96 * 24), patch_size=16, temporal_patch_size=2, merge_size=2,
-                     image_mean=[0.5] * 3, image_std=[0.5] * 3, fps=2, min_frames=4, max_frames=768),
+                     image_mean=[0.5] * 3, image_std=[0.5] * 3, fps=2, min_frames=4, max_frames=768,
+                     cap_pixels_per_frame=True),
 }
 VIDEO_PROCESSORS["qwen2_5_vl"] = VIDEO_PROCESSORS["qwen2_vl"] | dict(video_processor_type="Qwen2VLVideoProcessor")
 VIDEO_PROCESSORS["qwen3_vl_moe"] = VIDEO_PROCESSORS["qwen3_vl"]

@@ -22,12 +22,12 @@ def q3(lms):
     return lms["qwen3_vl"]
 
 
-def test_frame_size_is_the_video_processors_for_even_counts():
+def test_frame_size_is_the_video_processors():
     """transformers' own rule (cap_pixels_per_frame=True) at the processor's defaults, over many sizes and counts."""
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
 
     plan = ClipPlan.create()
-    for t in (2, 4, 16, 64, 256, 768):
+    for t in (2, 3, 4, 7, 11, 16, 64, 255, 256, 768):
         per_frame = max(min(768 * 32 * 32, plan.longest_edge // t), int(plan.shortest_edge * 1.05))
         for h, w in ((84, 112), (360, 640), (480, 640), (720, 1280), (1080, 1920), (1920, 1080), (100, 3000)):
             theirs = smart_resize(t, h, w, temporal_factor=2, factor=32, min_pixels=plan.shortest_edge,
@@ -35,15 +35,13 @@ def test_frame_size_is_the_video_processors_for_even_counts():
             assert plan.frame_size(h, w, t) == theirs, (t, h, w)
 
 
-def test_longer_clips_get_smaller_frames_and_sizing_is_idempotent():
+def test_longer_clips_get_smaller_frames():
     plan = ClipPlan.create(longest_edge=24576 * 32 * 32)  # the released checkpoints' budget
     sizes = [plan.frame_size(1080, 1920, t) for t in (16, 32, 64, 128, 256, 768)]
     # up to 32 frames the per-frame ceiling (768 tokens), then the clip budget, then the floor (1.05 x 128 tokens)
     assert sizes == [(640, 1152), (640, 1152), (448, 832), (320, 576), (256, 480), (256, 480)]
-    for t in (3, 5, 7, 11, 15, 64):  # odd counts too: a resized frame is not resized again
-        for h, w in ((720, 1280), (1080, 1920), (480, 640), (96, 96)):
-            once = plan.frame_size(h, w, t)
-            assert plan.frame_size(*once, t) == once, (t, h, w)
+    uncapped = ClipPlan.create(longest_edge=24576 * 32 * 32, cap_pixels_per_frame=False)  # transformers' default
+    assert uncapped.frame_size(1080, 1920, 8) == (1088, 1920) and plan.frame_size(1080, 1920, 8) == (640, 1152)
 
 
 def test_user_pixels_are_a_per_frame_ceiling_and_floor(tiny_dirs):
@@ -129,20 +127,83 @@ def test_moe_variant_equals_transformers_generate(tmp_path_factory, video_path):
     assert kept.kept_tokens == kept.visual_tokens // 2
 
 
-def test_processor_parity_when_torchvision_imports(q3, frames, long_frames):
+def test_processor_parity_when_torchvision_imports(q3, tiny_dirs, frames, long_frames):
     """Our resize (from the clip budget), normalisation and patchify equal transformers' Qwen3VLVideoProcessor
     (cap_pixels_per_frame=True) to 1e-5 after normalisation (the uint8 bicubic resize matches torchvision's exactly);
     needs torchvision."""
     pytest.importorskip("torchvision")
     from transformers import Qwen3VLVideoProcessor
 
+    from transformers import AutoVideoProcessor
+
     a = q3.adapter
-    plan = a.pixels
-    proc = Qwen3VLVideoProcessor(size={"shortest_edge": plan.shortest_edge, "longest_edge": plan.longest_edge},
-                                 cap_pixels_per_frame=True, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    proc = AutoVideoProcessor.from_pretrained(tiny_dirs["qwen3_vl"])  # the checkpoint's own settings
+    assert isinstance(proc, Qwen3VLVideoProcessor) and proc.cap_pixels_per_frame
     for clip in (frames, long_frames):  # 8 frames: 96 x 128 px; 24 frames: the budget shrinks them to 64 x 96
         ref = proc(videos=[torch.from_numpy(clip.frames).permute(0, 3, 1, 2)], do_sample_frames=False,
                    return_tensors="pt")
         ours = a.preprocess(clip.frames, clip.timestamps, a.frame_size(84, 112, len(clip)))
         assert tuple(ref["video_grid_thw"][0].tolist()) == ours.grid_thw
         torch.testing.assert_close(ours.pixel_values, ref["pixel_values_videos"], atol=ATOL, rtol=0)
+
+
+def test_a_checkpoint_saved_as_transformers_5_saves_processors_loads_the_same(tiny_dirs, tmp_path, frames):
+    """transformers 5 writes processor settings nested in processor_config.json, and many released repos keep the
+    chat template in chat_template.json (which the tokenizer does not read): same plan, same prompt, same answer."""
+    import json
+    import shutil
+
+    src = tiny_dirs["qwen3_vl"]
+    dst = tmp_path / "v5-layout"
+    shutil.copytree(src, dst)
+    video = json.loads((dst / "video_preprocessor_config.json").read_text())
+    (dst / "video_preprocessor_config.json").unlink()
+    (dst / "processor_config.json").write_text(json.dumps({"video_processor": video, "processor_class": "Qwen3VLProcessor"}))
+    template = (dst / "chat_template.jinja").read_text()
+    (dst / "chat_template.jinja").unlink()
+    (dst / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    a, b = longvid.load(src), longvid.load(dst)
+    assert a.adapter.pixels == b.adapter.pixels and a.adapter.prompt_parts() == b.adapter.prompt_parts()
+    assert a.ask(frames, "Why?", max_new_tokens=3).token_ids == b.ask(frames, "Why?", max_new_tokens=3).token_ids
+    (dst / "chat_template.json").unlink()
+    with pytest.raises(ValueError, match=r"no chat template in .*: expected one in tokenizer_config.json, "
+                                         r"chat_template.jinja or chat_template.json"):
+        longvid.load(dst)
+
+
+def test_timestamps_count_from_the_streams_start(q3, frames):
+    """A stream whose first frame is at 100 s (an MPEG-TS cut) is written as the processor writes it: from 0."""
+    from dataclasses import replace
+
+    from longvid.video import Frames
+
+    late = Frames(frames.frames, frames.timestamps + 100.0, frames.indices,
+                  replace(frames.info, start_time=frames.info.start_time + 100.0), frames.planned)
+    method = longvid.get_method("full")
+    on_time, shifted = q3.encode(frames, method), q3.encode(late, method)
+    torch.testing.assert_close(shifted.block.embeds, on_time.block.embeds, atol=0, rtol=0)
+    assert float(on_time.tokens.time[0]) < 1.0
+
+
+def test_frames_read_at_another_size_are_sized_from_that_size(q3, video_path):
+    """The source (84 x 112) is resized once, as the processor does; frames a caller read square keep their shape."""
+    square = read_video(video_path, fps=2, max_frames=8, size=(64, 64))
+    enc = q3.encode(square, longvid.get_method("full"))
+    assert enc.frame_shape == q3.adapter.frame_size(64, 64, 8) == (64, 64)
+    assert q3.encode(read_video(video_path, fps=2, max_frames=8), longvid.get_method("full")).frame_shape == (96, 128)
+
+
+def test_min_pixels_is_a_per_frame_floor():
+    h, w = ClipPlan.create(min_pixels=200_000).frame_size(84, 112, 8)
+    assert h * w >= 200_000 and (h, w) == (416, 544)  # enlarged, as Qwen2-VL's min_pixels enlarges
+
+
+def test_time_squeezing_methods_are_refused_on_every_entry_point(q3, frames):
+    """Not only ask and session: encode and a VideoSession built by hand refuse too, in one line."""
+    from longvid.engine.session import VideoSession
+
+    with pytest.raises(ValueError, match="method 'dpselect': below keep 1 it squeezes time"):
+        q3.encode(frames, longvid.get_method("dpselect", keep=0.5))
+    encoded = q3.encode(frames, longvid.get_method("full"))
+    with pytest.raises(ValueError, match="method 'pivotkv': it squeezes time"):
+        VideoSession(q3.adapter, encoded, longvid.get_method("pivotkv", keep=0.5))

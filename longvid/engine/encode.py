@@ -43,27 +43,35 @@ def encode_frames(adapter, frames, method, *, start: int, first_step: int = 0, s
                   step_tokens: int | None = None) -> EncodedFrames:
     """Encode ``frames`` (a ``longvid.video.Frames``) whose video block starts after text position ``start - 1``.
 
-    Frames are sized for the model from the source's size (``frames.info``) and the number of frames the sampling
-    planned (before a frame selector drops any), as the reader sized them; resizing the source once, as the
-    family's processor does, not again from already-resized frames (a resize rule need not be idempotent:
-    Qwen2-VL's is not when ``min_pixels`` is close to ``max_pixels``). ``first_step`` and ``seconds_per_step`` continue an
-    earlier encoding (streaming); ``frame_shape`` (H, W) is then the stream's model-side frame size, which later
-    frames are resized to so every step has the same token grid of ``step_tokens`` tokens.
+    Frames are sized for the model by the number of frames the sampling planned (before a frame selector drops any)
+    and, when they are at the source's size or already at the size the source plans to (as the reader sizes them),
+    from the source's size (``frames.info``): the source is resized once, as the family's processor does, not again
+    from already-resized frames (a resize rule need not be idempotent: Qwen2-VL's is not when ``min_pixels`` is close
+    to ``max_pixels``); frames a caller read at another size are sized from that size. ``first_step`` and
+    ``seconds_per_step`` continue an earlier encoding (streaming); ``frame_shape`` (H, W) is then the stream's
+    model-side frame size, which later frames are resized to so every step has the same token grid of
+    ``step_tokens`` tokens. The model sees times from the stream's start (``frames.info.start_time``), as the
+    processors count them (frame index / fps).
     """
+    method.check_model(adapter)
     seconds = {"reduce": 0.0, "vision": 0.0}
-    info = frames.info
-    h, w = (info.height, info.width) if info.height and info.width else frames.frames.shape[1:3]
-    size = adapter.frame_size(h, w, frames.frames_planned)  # from the source size, as the reader sized them
+    info, shape, planned = frames.info, tuple(frames.frames.shape[1:3]), frames.frames_planned
+    h, w = shape
+    if info.height and info.width and shape in ((info.height, info.width),
+                                                adapter.frame_size(info.height, info.width, planned)):
+        h, w = info.height, info.width
+    size = adapter.frame_size(h, w, planned)
     if frame_shape is not None:  # every step of a stream has the same token grid: later frames take its size
         size = tuple(frame_shape)
-    per_step = adapter.tokens_per_step(h, w, frames.frames_planned) if step_tokens is None else step_tokens
+    per_step = adapter.tokens_per_step(h, w, planned) if step_tokens is None else step_tokens
     plan = TokenPlan(adapter.temporal_patch, per_step, len(frames))
     t0 = time.perf_counter()
     if method.frame_selector is not None:
         frames = frames.select(method.frame_selector.select(torch.as_tensor(frames.timestamps), plan, question))
     seconds["reduce"] += time.perf_counter() - t0
     t0 = time.perf_counter()
-    vision = adapter.encode(frames.frames, frames.timestamps, start=start, first_step=first_step,
+    times = frames.timestamps - (info.start_time or 0.0)
+    vision = adapter.encode(frames.frames, times, start=start, first_step=first_step,
                             seconds_per_step=seconds_per_step, after=after, size=size)
     seconds["vision"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -128,6 +128,7 @@ class VideoSession:
 
     def __init__(self, adapter, encoded: EncodedVideo, method, *, chunk_size: int = DEFAULT_CHUNK, progress=None):
         self.check_method(method)
+        method.check_model(adapter)
         check_request(chunk_size=chunk_size)
         self.adapter, self.encoded, self.method = adapter, encoded, method
         self.chunk_size, self.progress = chunk_size, progress

@@ -131,7 +131,8 @@ def check_checkpoint(path: Path) -> None:
                 raise ValueError(f"{index} lists {len(shards)} weight shards, {len(missing)} of them missing (e.g. "
                                  f"{missing[0]}); copy every shard into {path}")
     for name in ("tokenizer_config.json", "tokenizer.json", "preprocessor_config.json",
-                 "video_preprocessor_config.json", "generation_config.json"):
+                 "video_preprocessor_config.json", "processor_config.json", "chat_template.json",
+                 "generation_config.json"):
         if (path / name).is_file():
             read_json(path / name)
     if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.json", "tokenizer.model")):
@@ -178,12 +179,27 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype="auto", attn_im
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = chat_template(path)
     try:
         model = model.to(torch_device).eval()
     except RuntimeError as err:  # e.g. out of device memory
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"cannot put the model on {option('device', device)}: {first}") from None
     return adapter_class(family)(model, tokenizer, **pre)
+
+
+def chat_template(path: Path) -> str:
+    """The chat template a checkpoint keeps beside its tokenizer: ``chat_template.jinja``, or ``chat_template.json``
+    (the processor's file in many released repos, which the tokenizer does not read)."""
+    if (path / "chat_template.jinja").is_file():
+        return (path / "chat_template.jinja").read_text()
+    if (path / "chat_template.json").is_file():
+        template = read_json(path / "chat_template.json").get("chat_template")
+        if isinstance(template, str) and template.strip():
+            return template
+    raise ValueError(f"no chat template in {path}: expected one in tokenizer_config.json, chat_template.jinja or "
+                     "chat_template.json; copy the checkpoint's template files there")
 
 
 def adapter_class(family: str):
@@ -205,21 +221,34 @@ def pixel_plan(path: str | Path | None = None, *, min_pixels: int | None = None,
     return module.pixel_plan_from_checkpoint(resolve_model(path), min_pixels, max_pixels)
 
 
-def read_preprocessor_config(path: Path) -> dict:
-    """min/max pixels and mean/std from the checkpoint's video or image preprocessor config, when present."""
-    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
-        f = path / name
-        if f.is_file():
-            cfg = read_json(f)
-            size = cfg.get("size") or {}
-            out = {
-                "min_pixels": _first(cfg.get("min_pixels"), size.get("shortest_edge")),
-                "max_pixels": _first(cfg.get("max_pixels"), size.get("longest_edge")),
-                "image_mean": cfg.get("image_mean"),
-                "image_std": cfg.get("image_std"),
-            }
-            return {k: v for k, v in out.items() if v is not None}
+def processor_settings(path: Path, *, images: bool = True) -> dict:
+    """The checkpoint's video processor settings: ``video_preprocessor_config.json``, or the ``video_processor`` entry
+    of ``processor_config.json`` (how transformers 5 saves a processor); with ``images``, the image processor's
+    (``preprocessor_config.json``, then ``processor_config.json``'s ``image_processor``) where there is no video one,
+    as transformers' video processors load them. {} when there is none."""
+    nested = read_json(path / "processor_config.json") if (path / "processor_config.json").is_file() else {}
+    if (path / "video_preprocessor_config.json").is_file():
+        return read_json(path / "video_preprocessor_config.json")
+    if isinstance(nested.get("video_processor"), dict):
+        return nested["video_processor"]
+    if images and (path / "preprocessor_config.json").is_file():
+        return read_json(path / "preprocessor_config.json")
+    if images and isinstance(nested.get("image_processor"), dict):
+        return nested["image_processor"]
     return {}
+
+
+def read_preprocessor_config(path: Path) -> dict:
+    """min/max pixels and mean/std from the checkpoint's video (or image) processor settings, when present."""
+    cfg = processor_settings(path)
+    size = cfg.get("size") or {}
+    out = {
+        "min_pixels": _first(cfg.get("min_pixels"), size.get("shortest_edge")),
+        "max_pixels": _first(cfg.get("max_pixels"), size.get("longest_edge")),
+        "image_mean": cfg.get("image_mean"),
+        "image_std": cfg.get("image_std"),
+    }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _first(*values):

@@ -121,8 +121,8 @@ class ModelAdapter(ABC):
     # ----- pixels and vision ------------------------------------------------------------------------------------
     def frame_size(self, height: int, width: int, num_frames: int | None = None) -> tuple[int, int]:
         """Size (H, W) the vision encoder takes frames of a (height, width) video at, when ``num_frames`` are sampled
-        (a family with a whole-video pixel budget, Qwen3-VL, sizes frames by their count; others ignore it). Sizing
-        is idempotent: frames already at the returned size keep it."""
+        (a family with a whole-video pixel budget, Qwen3-VL, sizes frames by their count; others ignore it). It is
+        applied to the source size once: a rule need not be idempotent (Qwen2-VL's is not)."""
         return self.pixels.frame_size(height, width, num_frames)
 
     def tokens_per_step(self, height: int, width: int, num_frames: int | None = None) -> int:

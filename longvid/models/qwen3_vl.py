@@ -7,8 +7,9 @@ What differs from Qwen2.5-VL, and what it means for the methods:
   the video processor's: one size for the whole clip, from a pixel budget over all its frames (``t * h * w <=
   size["longest_edge"]``), with the per-frame cap the reference implementation (qwen-vl-utils) applies and
   transformers' ``cap_pixels_per_frame=True`` reproduces: ``max(min(768 * 32^2, longest_edge // T), 1.05 *
-  shortest_edge)`` pixels per frame. So the frame size depends on the number of frames sampled: long videos get
-  smaller frames. ``max_pixels`` / ``min_pixels`` given by the user replace that per-frame ceiling and floor.
+  shortest_edge)`` pixels per frame (a processor config with ``cap_pixels_per_frame: false`` gets transformers'
+  uncapped rule). So the frame size depends on the number of frames sampled: long videos get smaller frames.
+  ``max_pixels`` given by the user replaces the per-frame ceiling; ``min_pixels`` is a per-frame floor.
 - **Layout**: time is written as text. Each temporal step (two frames) is ``<t seconds><|vision_start|>`` + its
   tokens + ``<|vision_end|>``, with ``t`` the mean timestamp of its two frames, ``f"{t:.1f}"``. These are
   structural entries of the video block (always kept, never evicted); a step whose every token a reducer dropped
@@ -26,11 +27,10 @@ What differs from Qwen2.5-VL, and what it means for the methods:
 - **Attention**: ``q_norm`` / ``k_norm`` after the projections (``AttentionOps(qk_norm=True)``), so every score
   (FastV, PruneVid stage 2, PivotKV) uses the q and k the attention uses.
 
-Deviations, each for a stated reason: timestamps are the frames' presentation times (transformers computes
-``index / fps``, which differs when a stream starts late or its rate varies); a frame already at a size the rule
-accepts for its count is kept as it is (so sizing is idempotent and frames resized as they are decoded are not
-resized again; transformers compares the budget with the frame count rounded to the temporal patch, which for
-some odd counts enlarges such a frame by a patch); a 1-frame clip is sized as 2 frames (transformers refuses it).
+Deviations, each for a stated reason: timestamps are the frames' presentation times from the stream's start
+(transformers computes ``index / fps``, which differs only where the frame rate varies), rounded to the microsecond
+before they are written so float noise cannot flip a ``.x5`` to the next tenth; a 1-frame clip is sized as 2 frames
+(transformers refuses it).
 
     from longvid.models import load_adapter; adapter = load_adapter("/models/Qwen3-VL-8B-Instruct")
 """
@@ -84,8 +84,11 @@ def clip_size(num_frames: int, height: int, width: int, *, temporal_factor: int,
 class ClipPlan:
     """Frame geometry of Qwen3-VL: one frame size per clip, from a pixel budget over its frames.
 
-    ``shortest_edge`` / ``longest_edge`` are the video processor's ``size`` (pixels over the whole clip);
-    ``frame_max`` / ``frame_min`` the per-frame ceiling and floor of the cap (``max_pixels`` / ``min_pixels``).
+    ``shortest_edge`` / ``longest_edge`` are the video processor's ``size`` (pixels over the whole clip). With
+    ``cap`` (qwen-vl-utils' sizing, transformers' ``cap_pixels_per_frame=True``; the default, unless a checkpoint's
+    processor config turns it off) the budget is ``max(min(frame_max, longest_edge // T), frame_min)`` pixels a frame;
+    without, ``longest_edge`` for the clip. A user's ``max_pixels`` is ``frame_max`` (and implies the cap), a user's
+    ``min_pixels`` is ``floor``: no frame smaller (smaller frames are enlarged, as Qwen2-VL's ``min_pixels``).
     """
 
     patch_size: int = 16
@@ -95,10 +98,12 @@ class ClipPlan:
     longest_edge: int = DEFAULT_LONGEST_EDGE
     frame_max: int = DEFAULT_FRAME_TOKENS * 32 * 32
     frame_min: int = int(DEFAULT_SHORTEST_EDGE * 1.05)
+    cap: bool = True
+    floor: int = 0
 
     @classmethod
     def create(cls, patch_size=16, merge=2, temporal_patch=2, shortest_edge=None, longest_edge=None,
-               max_video_tokens=None, min_pixels=None, max_pixels=None) -> ClipPlan:
+               max_video_tokens=None, min_pixels=None, max_pixels=None, cap_pixels_per_frame=None) -> ClipPlan:
         check_positive("min_pixels", min_pixels, integer=True)
         check_positive("max_pixels", max_pixels, integer=True)
         factor = patch_size * merge
@@ -111,27 +116,26 @@ class ClipPlan:
             raise ValueError(f"{option('min_pixels', min_pixels)} must not exceed {option('max_pixels', frame_max)}")
         else:
             frame_min = min_pixels
-        return cls(patch_size, merge, temporal_patch, shortest, longest, frame_max, frame_min)
+        cap = cap_pixels_per_frame is not False or max_pixels is not None or min_pixels is not None
+        return cls(patch_size, merge, temporal_patch, shortest, longest, frame_max, frame_min, cap, min_pixels or 0)
 
     @property
     def factor(self) -> int:
         return self.patch_size * self.merge
 
     def clip_pixels(self, num_frames: int) -> int:
-        """The pixel budget of a clip of ``num_frames`` frames: the per-frame cap times the count."""
-        per_frame = max(min(self.frame_max, self.longest_edge // num_frames), self.frame_min)
-        return per_frame * num_frames
+        """The pixel budget of a clip of ``num_frames`` frames."""
+        if not self.cap:
+            return self.longest_edge
+        return max(min(self.frame_max, self.longest_edge // num_frames), self.frame_min) * num_frames
 
     def frame_size(self, height: int, width: int, num_frames: int | None = None) -> tuple[int, int]:
         """Resized (height, width) of the frames of a clip of ``num_frames`` (None: one temporal step)."""
         t = max(num_frames or self.temporal_patch, self.temporal_patch)
         budget, f = self.clip_pixels(t), self.factor
-        t_bar = round(t / self.temporal_patch) * self.temporal_patch
-        if height % f == 0 and width % f == 0 and t * height * width <= budget and \
-                t_bar * height * width >= self.shortest_edge:
-            return height, width  # already a size the rule gives: kept (sizing is idempotent)
-        return clip_size(t, height, width, temporal_factor=self.temporal_patch, factor=f,
-                         min_pixels=self.shortest_edge, max_pixels=budget)
+        least = max(self.shortest_edge, self.floor * round(t / self.temporal_patch) * self.temporal_patch)
+        return clip_size(t, height, width, temporal_factor=self.temporal_patch, factor=f, min_pixels=least,
+                         max_pixels=budget)
 
     def tokens_per_step(self, height: int, width: int, num_frames: int | None = None) -> int:
         h, w = self.frame_size(height, width, num_frames)
@@ -146,22 +150,20 @@ def pixel_plan_from_checkpoint(path: Path, min_pixels: int | None = None, max_pi
     pre = preprocessor_kwargs(path)
     return ClipPlan.create(vc.get("patch_size", 16), vc.get("spatial_merge_size", 2), vc.get("temporal_patch_size", 2),
                            pre.get("shortest_edge"), pre.get("longest_edge"), pre.get("max_video_tokens"),
-                           min_pixels, max_pixels)
+                           min_pixels, max_pixels, pre.get("cap_pixels_per_frame"))
 
 
 def preprocessor_kwargs(path: Path) -> dict:
-    """size, max_video_tokens and mean/std from the checkpoint's video (or image) processor config."""
-    from longvid.models import read_json
+    """size, max_video_tokens, cap_pixels_per_frame and mean/std from the checkpoint's video processor settings (not
+    the image processor's: its ``size`` is a per-image budget, not a per-clip one)."""
+    from longvid.models import processor_settings
 
-    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
-        if (path / name).is_file():
-            cfg = read_json(path / name)
-            size = cfg.get("size") or {}
-            out = dict(shortest_edge=size.get("shortest_edge"), longest_edge=size.get("longest_edge"),
-                       max_video_tokens=cfg.get("max_video_tokens"), image_mean=cfg.get("image_mean"),
-                       image_std=cfg.get("image_std"))
-            return {k: v for k, v in out.items() if v is not None}
-    return {}
+    cfg = processor_settings(path, images=False)
+    size = cfg.get("size") or {}
+    out = dict(shortest_edge=size.get("shortest_edge"), longest_edge=size.get("longest_edge"),
+               max_video_tokens=cfg.get("max_video_tokens"), cap_pixels_per_frame=cfg.get("cap_pixels_per_frame"),
+               image_mean=cfg.get("image_mean"), image_std=cfg.get("image_std"))
+    return {k: v for k, v in out.items() if v is not None}
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
@@ -172,13 +174,14 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
     def __init__(self, model, tokenizer, *, min_pixels: int | None = None, max_pixels: int | None = None,
                  shortest_edge: int | None = None, longest_edge: int | None = None,
-                 max_video_tokens: int | None = None, image_mean=STANDARD_MEAN, image_std=STANDARD_STD):
+                 max_video_tokens: int | None = None, cap_pixels_per_frame: bool | None = None,
+                 image_mean=STANDARD_MEAN, image_std=STANDARD_STD):
         self.model, self.tokenizer = model, tokenizer
         config = model.config
         vc = config.vision_config
         self.patch_size, self.merge, self.temporal_patch = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size
         self.pixels = ClipPlan.create(self.patch_size, self.merge, self.temporal_patch, shortest_edge, longest_edge,
-                                      max_video_tokens, min_pixels, max_pixels)
+                                      max_video_tokens, min_pixels, max_pixels, cap_pixels_per_frame)
         self.tokens_per_second = None
         self.video_token_id = config.video_token_id
         self.vision_start_id, self.vision_end_id = config.vision_start_token_id, config.vision_end_token_id
@@ -220,7 +223,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
 
     def timestamp_ids(self, seconds: float) -> list[int]:
         """Token ids of ``<{seconds:.1f} seconds>``, the text the processor writes before a step."""
-        return self.tokenizer(f"<{float(seconds):.1f} seconds>", add_special_tokens=False)["input_ids"]
+        return self.tokenizer(f"<{round(float(seconds), 6):.1f} seconds>", add_special_tokens=False)["input_ids"]
 
     def encode(self, frames: np.ndarray, timestamps, *, start: int, first_step: int = 0,
                seconds_per_step: float | None = None, after: int | None = None,
@@ -228,7 +231,9 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         size = size or self.frame_size(frames.shape[1], frames.shape[2], len(frames))
         out, inputs = self.encode_video(frames, timestamps, size=size)
         dim = self.lm.embed_tokens.embedding_dim
-        embeds, deepstack = out[:, :dim], out[:, dim:].reshape(len(out), self.deepstack_layers, dim)
+        embeds = out[:, :dim].contiguous()  # copies: a column slice is not contiguous
+        deepstack = out[:, dim:].reshape(len(out), self.deepstack_layers, dim).contiguous()
+        del out  # the (N, (K + 1) D) scratch
         steps, gh, gw = inputs.grid_thw
         h, w = gh // self.merge, gw // self.merge
         times = self.step_times(timestamps)
@@ -284,8 +289,11 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
                 visual.append(torch.ones(len(a), dtype=torch.bool))
                 index.append(a)
         index = torch.cat(index)
-        deepstack = tokens.extras["deepstack"]
-        residuals = deepstack[index[index >= 0].to(deepstack.device)].transpose(0, 1)
+        deepstack, rows = tokens.extras["deepstack"], index[index >= 0]
+        if torch.equal(rows, torch.arange(len(tokens))):  # tokens in block order: a view, not a second copy
+            residuals = deepstack.transpose(0, 1)
+        else:
+            residuals = deepstack[rows.to(deepstack.device)].transpose(0, 1)
         return VideoBlock(torch.cat(embeds), torch.cat(positions, 1), torch.cat(visual), index, end, residuals)
 
     def video_ids(self, inputs, timestamps) -> list[int]:
