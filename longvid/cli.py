@@ -20,6 +20,7 @@ import signal
 import sys
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -328,6 +329,110 @@ def print_methods(rows: list[dict], console: Console) -> None:
     for r in rows:
         table.add_row(r["name"], r["stage"], "needed" if r["query_aware"] else "-", r["paper"], r["defaults"])
     console.print(table)
+
+
+SERVE = Interface("cli", flags=dict(ASK.flags, max_waiting="--queue", max_upload_bytes="--max-upload-mb"),
+                  settings="--set {key}={value}")
+
+
+def parse_bytes(text: str, flag: str) -> int:
+    """``4GiB``, ``512MiB``, ``512MB``, ``100000000``: bytes (binary and decimal units)."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B?|B)?\s*", text, flags=re.I)
+    if not match:
+        fail(f"{flag} {text} is not a size; pass e.g. 4GiB, 512MiB or a number of bytes")
+    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
+    scale = {"B": 1, "K": 1e3, "KB": 1e3, "KIB": 2**10, "M": 1e6, "MB": 1e6, "MIB": 2**20, "G": 1e9, "GB": 1e9,
+             "GIB": 2**30, "T": 1e12, "TB": 1e12, "TIB": 2**40}[unit]
+    if number * scale < 1:
+        fail(f"{flag} {text} is invalid: it must be a positive size")
+    return int(number * scale)
+
+
+@app.command()
+@user_errors(SERVE)
+def serve(
+    model: Optional[str] = typer.Option(None, help="Local checkpoint directory, or longvid-tiny (default: "
+                                                   "$LONGVID_MODEL)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default; 0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, help="TCP port (0: any free port)."),
+    media_dir: Optional[Path] = typer.Option(None, help="Directory whose videos requests may name (file:// URLs or "
+                                                        "relative paths); nothing outside it is read."),
+    api_key: Optional[str] = typer.Option(None, envvar="LONGVID_API_KEY", help="Require 'Authorization: Bearer KEY' "
+                                                                               "on /v1 (default: $LONGVID_API_KEY)."),
+    session_memory: str = typer.Option("4GiB", help="Memory for sessions (KV caches and encoded videos); least "
+                                                    "recently used sessions are evicted beyond it."),
+    session_idle: float = typer.Option(1800, help="Seconds without a request after which a session is dropped."),
+    queue: int = typer.Option(16, help="Requests that may wait for the device; more get 429 with Retry-After."),
+    max_upload_mb: float = typer.Option(512, help="Largest upload (POST /v1/files, data: URLs), MiB."),
+    max_frames: int = typer.Option(512, help="Most frames sampled per request (a longer video is sampled more "
+                                             "sparsely)."),
+    max_tokens: int = typer.Option(1024, help="Largest max_tokens a request may ask for."),
+    max_question_chars: int = typer.Option(8000, help="Longest question, characters."),
+    allow_remote_media: bool = typer.Option(False, help="Fetch http(s):// video URLs (off: only media-dir files, "
+                                                        "uploads and data: URLs)."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    attn: str = typer.Option("sdpa", help="Attention implementation: sdpa, eager, flash_attention_2."),
+    max_pixels: Optional[int] = typer.Option(None, help="Max pixels per frame after resizing."),
+    min_pixels: Optional[int] = typer.Option(None, help="Min pixels per frame after resizing."),
+    chunk_size: int = typer.Option(DEFAULT_CHUNK, help="Prefill chunk, tokens (KV presses act between chunks)."),
+):
+    """Serve the model over HTTP: OpenAI-compatible chat completions with video_url parts, sessions, a web page."""
+    import socket
+
+    from longvid.errors import check_positive
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        fail("longvid serve needs FastAPI and uvicorn: pip install 'longvid[serve]'")
+    for name, value in (("session_idle", session_idle), ("max_upload_mb", max_upload_mb)):
+        check_positive(name, value)
+    for name, value in (("queue", queue), ("max_frames", max_frames), ("max_tokens", max_tokens),
+                        ("max_question_chars", max_question_chars), ("chunk_size", chunk_size)):
+        check_positive(name, value, integer=True, allow_none=False)
+    if not 0 <= port <= 65535:
+        fail(f"--port {port} is invalid: it must be 0 to 65535")
+    if media_dir is not None and not media_dir.is_dir():
+        fail(f"--media-dir {media_dir} is not a directory")
+    memory = parse_bytes(session_memory, "--session-memory")
+    probe = socket.socket()
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    except OSError as bind_error:
+        fail(f"cannot listen on {host}:{port}: {bind_error.strerror or bind_error}; pass another --port or --host")
+    finally:
+        probe.close()
+    import longvid
+    from longvid.serve.app import ServerConfig, create_app
+    from longvid.serve.requests import Limits
+
+    lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels,
+                      max_pixels=max_pixels)
+    served = "longvid-tiny" if model_dir(model) == "longvid-tiny" else Path(model_dir(model)).name
+    config = ServerConfig(model_id=served, media_dir=media_dir, api_key=api_key, session_memory=memory,
+                          session_idle=session_idle, max_waiting=queue, max_upload_bytes=int(max_upload_mb * 2**20),
+                          allow_remote_media=allow_remote_media, chunk_size=chunk_size,
+                          limits=Limits(max_frames, max_tokens, max_question_chars))
+    app_ = create_app(lm, config)
+    err.print(f"serving {served} on http://{host}:{port} (Ctrl-C stops)", markup=False)
+    class GracefulServer(uvicorn.Server):
+        """SIGTERM / Ctrl-C stop the server gracefully and the process exits 0 (uvicorn would re-raise the signal
+        after its graceful shutdown, ending the process by that signal)."""
+
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            getattr(self, "_captured_signals", []).clear()
+
+    server = GracefulServer(uvicorn.Config(app_, host=host, port=port, log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=30, lifespan="on"))
+    server.run()
+    err.print("stopped", markup=False)
 
 
 @app.command()

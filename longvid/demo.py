@@ -99,16 +99,17 @@ def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, m
     return folder
 
 
-def draw_keep_map(frames, kept: dict, path: Path, grid: tuple[int, int], temporal_patch: int = 2,
-                  thumb: int = 64) -> Path:
+def draw_keep_map(frames, kept: dict, path, grid: tuple[int, int], temporal_patch: int = 2,
+                  thumb: int = 64):
     """PNG: one row per method, one column per temporal step (its first frame); dropped tokens are dimmed.
 
     ``kept`` maps a method name to its `VisualTokens` after reduction; a token is placed by its timestamp (the
-    step it came from) and its row and column in the merged ``grid`` (rows, cols) of tokens per step.
+    step it came from; token times count from the stream's start) and its row and column in the merged ``grid``
+    (rows, cols) of tokens per step. ``path`` is a file path or a binary file object.
     """
     from PIL import Image, ImageDraw
 
-    step_times = np.asarray(frames.timestamps)[::temporal_patch]
+    step_times = (np.asarray(frames.timestamps) - (frames.info.start_time or 0.0))[::temporal_patch]
     tiles = [np.asarray(Image.fromarray(image).resize((thumb, thumb), Image.BILINEAR))
              for image in frames.frames[::temporal_patch]]
     rows, cols = grid
@@ -133,5 +134,5 @@ def draw_keep_map(frames, kept: dict, path: Path, grid: tuple[int, int], tempora
             canvas.paste(Image.fromarray(tile), (label + col * thumb, row * thumb))
         draw.text((4, row * thumb + thumb // 2 - 6), name, fill="black")
         draw.text((4, row * thumb + thumb // 2 + 6), f"{100 * keep.mean():.0f}% kept", fill="grey")
-    canvas.save(path)
-    return Path(path)
+    canvas.save(path, format="PNG")
+    return path

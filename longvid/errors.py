@@ -1,4 +1,4 @@
-"""User-facing errors worded in the interface the user typed: Python keywords, CLI flags or, later, HTTP fields.
+"""User-facing errors worded in the interface the user typed: Python keywords, CLI flags or HTTP (JSON) fields.
 
 Every bad input raises a ``ValueError`` (or a subclass) whose one-line message names the value, the constraint and
 the fix. The library does not know whether it was called from Python or from the ``longvid`` command, so messages
@@ -29,9 +29,11 @@ class Interface:
     Attributes
     ----------
     name : str
-        ``"python"`` writes keywords (``fps=2``); any other name writes flags (``--fps 2``).
+        ``"python"`` writes keywords (``fps=2``); ``"http"`` writes JSON fields (``"fps": 2``); any other name
+        writes flags (``--fps 2``).
     flags : dict
-        Python keyword -> the interface's name for it, where it is not ``--`` plus the keyword with dashes.
+        Python keyword -> the interface's name for it, where it is not ``--`` plus the keyword with dashes (or, for
+        ``"http"``, the keyword itself).
     settings : str
         How a method setting is written, with ``{method}``, ``{key}`` and ``{value}`` fields.
     """
@@ -43,12 +45,17 @@ class Interface:
     def option(self, name: str, value=_UNSET) -> str:
         if self.name == "python":
             return name if value is _UNSET else f"{name}={value!r}"
+        if self.name == "http":
+            key = self.flags.get(name, name)
+            return f'"{key}"' if value is _UNSET else f'"{key}": {_json(value)}'
         flag = self.flags.get(name, "--" + name.replace("_", "-"))
         return flag if value is _UNSET else f"{flag} {_plain(value)}"
 
     def setting(self, key: str, value=_UNSET, method: str | None = None) -> str:
         if self.name == "python":
             return self.option(key, value)
+        if self.name == "http":
+            return f'"settings": {{"{key}": {"VALUE" if value is _UNSET else _json(value)}}}'
         return self.settings.format(method=method or _METHOD.get() or "METHOD", key=key,
                                     value="VALUE" if value is _UNSET else _plain(value))
 
@@ -56,6 +63,16 @@ class Interface:
 PYTHON = Interface("python")
 _ACTIVE: ContextVar[Interface] = ContextVar("longvid_interface", default=PYTHON)
 _METHOD: ContextVar[str | None] = ContextVar("longvid_method", default=None)
+
+
+def _json(value) -> str:
+    """A value as it reads in a JSON request body (non-finite floats as Python writes them)."""
+    import json
+
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _plain(value) -> str:

@@ -89,11 +89,21 @@ class LongVid:
                             chunk_size=chunk_size)
         opts = SamplingOptions(fps, frames, max_frames, start, end)
         encoded = self.encode(video, method, sampling=opts, question=question, system=system, progress=progress)
+        return self.answer(encoded, question, method, max_new_tokens=max_new_tokens, sampling=sampling,
+                           chunk_size=chunk_size, record_logits=record_logits, progress=progress)
+
+    def answer(self, encoded: EncodedVideo, question: str, method: Method, *, max_new_tokens: int = 128,
+               sampling: Sampling | None = None, chunk_size: int = DEFAULT_CHUNK, record_logits: bool = False,
+               progress=None, stream=None) -> Answer:
+        """Answer ``question`` about a video ``encode`` prepared with ``method`` (and, for a query-aware method, that
+        question): prefill, compress, decode. ``stream(token_id)`` sees each new token as it is decoded."""
         if method.query_aware:
             return answer_with_query(self.adapter, encoded, method, question, max_new_tokens=max_new_tokens,
-                                     sampling=sampling, record_logits=record_logits, progress=progress)
+                                     sampling=sampling, record_logits=record_logits, progress=progress,
+                                     stream=stream)
         session = VideoSession(self.adapter, encoded, method, chunk_size=chunk_size, progress=progress)
-        return session.ask(question, max_new_tokens=max_new_tokens, sampling=sampling, record_logits=record_logits)
+        return session.ask(question, max_new_tokens=max_new_tokens, sampling=sampling, record_logits=record_logits,
+                           stream=stream)
 
     def session(self, video, *, method: str | Method = "full", keep: float | None = None, budget: int | None = None,
                 fps: float | None = None, frames: int | None = None, max_frames: int | None = None,

@@ -53,13 +53,14 @@ class Sampling:
 @torch.inference_mode()
 def generate(lm: LanguageModel, cache, logits: torch.Tensor, next_position: torch.Tensor, stop_ids: set[int],
              max_new_tokens: int, sampling: Sampling | None = None, record_logits: bool = False,
-             on_token=None) -> tuple[list[int], list[torch.Tensor]]:
+             on_token=None, stream=None) -> tuple[list[int], list[torch.Tensor]]:
     """Decode from ``logits`` (vocab,) of the last prompt token; the first new token sits at ``next_position``.
 
     ``next_position`` is (R,) position ids (R rows of the model: equal unless a press shifted only the time row).
 
     Returns the new token ids (stop token excluded) and, if ``record_logits``, the (vocab,) logits each was
-    chosen from. ``on_token(n)`` is called after each token (progress bars).
+    chosen from. ``on_token(n)`` is called after each token (progress bars), ``stream(token_id)`` too (a server's
+    streamed reply): decoding stops when it returns True, and an exception it raises propagates.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -77,6 +78,8 @@ def generate(lm: LanguageModel, cache, logits: torch.Tensor, next_position: torc
         ids.append(token)
         if on_token is not None:
             on_token(len(ids))
+        if stream is not None and stream(token):  # the caller has what it needs (a stop string)
+            break
         if step + 1 == max_new_tokens:
             break
         hidden = lm.embed_tokens(torch.tensor([[token]], device=device))

@@ -272,8 +272,9 @@ class VideoSession:
 
     @torch.inference_mode()
     def ask(self, question: str, *, max_new_tokens: int = 128, sampling: Sampling | None = None,
-            record_logits: bool = False) -> Answer:
-        """Answer from a copy of the session cache; the session itself is unchanged."""
+            record_logits: bool = False, stream=None) -> Answer:
+        """Answer from a copy of the session cache; the session itself is unchanged. ``stream(token_id)`` sees each
+        new token as it is decoded."""
         check_request(question, max_new_tokens)
         adapter, lm = self.adapter, self.lm
         tail = adapter.tail_ids(self.encoded.tail_template, question)
@@ -290,7 +291,7 @@ class VideoSession:
                          self.llm_tokens + len(tail), kv_bytes(cache), seconds, *self.frames)
         stats.notes = run_notes(self.method, stats, self.encoded.tokens.tokens_per_step)
         return _decode(adapter, lm, cache, logits, pos[:, 0, -1], stats, max_new_tokens, sampling, record_logits,
-                       self.progress)
+                       self.progress, stream)
 
 
 def _protect_new(cache, n_protected: int, visual: torch.Tensor) -> None:
@@ -314,7 +315,8 @@ def _protect_new(cache, n_protected: int, visual: torch.Tensor) -> None:
 
 @torch.inference_mode()
 def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, max_new_tokens: int = 128,
-                      sampling: Sampling | None = None, record_logits: bool = False, progress=None) -> Answer:
+                      sampling: Sampling | None = None, record_logits: bool = False, progress=None,
+                      stream=None) -> Answer:
     """One forward over [prefix, video block, question] so a layer pruner sees the question rows, then decode."""
     if method.press is not None:
         raise ValueError(f"method {method.name!r} combines a layer pruner with a KV press; pick one of the two")
@@ -350,7 +352,8 @@ def answer_with_query(adapter, encoded: EncodedVideo, method, question: str, *, 
                      encoded.frames_decoded)
     stats.notes = run_notes(method, stats, tokens.tokens_per_step)
     next_position = adapter.text_positions(encoded.next_position + n_tail, 1, device)[:, 0]
-    return _decode(adapter, lm, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress)
+    return _decode(adapter, lm, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress,
+                   stream)
 
 
 def run_notes(method, stats: RunStats, tokens_per_step: int) -> list[str]:
@@ -385,11 +388,12 @@ def run_notes(method, stats: RunStats, tokens_per_step: int) -> list[str]:
     return notes
 
 
-def _decode(adapter, lm, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress):
+def _decode(adapter, lm, cache, logits, next_position, stats, max_new_tokens, sampling, record_logits, progress,
+            stream=None):
     t0 = time.perf_counter()
     on_token = (lambda n: progress("generate", n, max_new_tokens)) if progress is not None else None
     ids, seen = generate(lm, cache, logits, next_position, adapter.stop_ids(), max_new_tokens, sampling,
-                         record_logits, on_token)
+                         record_logits, on_token, stream)
     stats.seconds["generate"] += time.perf_counter() - t0
     return Answer(adapter.decode_text(ids), ids, stats, seen)
 
