@@ -457,7 +457,8 @@ def create_app(lm, config: ServerConfig):
             try:
                 lm.info(path, sampling)
             except ValueError as err:
-                raise HTTPError(400, f'"{param}": {err}', param, code="invalid_video") from None
+                raise HTTPError(400, f'"{param}": {server.media.public(str(err))}', param,
+                                code="invalid_video") from None
         return path
 
     def find_session(session_id: str):
@@ -489,7 +490,7 @@ def create_app(lm, config: ServerConfig):
             job.cancel()
             raise
         except Exception as err:
-            raise as_http(err) from None
+            raise as_http(err, server.media.public) from None
 
     async def stream_events(job: Job, completion_id: str, gen):
         created = int(time.time())
@@ -506,7 +507,7 @@ def create_app(lm, config: ServerConfig):
             try:
                 result = await job.future
             except Exception as err:
-                http = as_http(err)
+                http = as_http(err, server.media.public)
                 yield f"data: {json.dumps(http.body())}\n\n"
                 yield "data: [DONE]\n\n"
                 return
@@ -540,8 +541,9 @@ async def json_body(request) -> object:
         raise HTTPError(400, f"the request body is not valid JSON{where}") from None
 
 
-def as_http(err: BaseException) -> HTTPError:
-    """A job's failure as the response it deserves: bad input 400, a gone session 404, a gone client 499."""
+def as_http(err: BaseException, public=lambda text: text) -> HTTPError:
+    """A job's failure as the response it deserves: bad input 400, a gone session 404, a gone client 499.
+    ``public`` words a library message for the client (the server's folders not shown)."""
     if isinstance(err, HTTPError):
         return err
     if isinstance(err, SessionGone):
@@ -549,7 +551,7 @@ def as_http(err: BaseException) -> HTTPError:
     if isinstance(err, Cancelled):
         return HTTPError(499, "the request was cancelled (the client went away, or the server is stopping)")
     if isinstance(err, ValueError):  # the library's one-line bad-input errors, worded in JSON fields
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = public(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__
         return HTTPError(400, text, _param(text))
     traceback.print_exception(err, file=sys.stderr)  # a bug, not bad input
     return HTTPError(500, f"internal error: {type(err).__name__}: {err}")

@@ -127,6 +127,14 @@ class Media:
                             param, code="file_not_found")
         return upload
 
+    def public(self, text: str) -> str:
+        """``text`` as a client may read it: the server's own folders are not shown (an upload's stored path becomes
+        its file id, a media file's path becomes relative to the media directory) and errno numbers are dropped."""
+        text = re.sub(re.escape(str(self.upload_dir)) + r"/(file-[0-9a-f]+)/[^\s':,)]*", r"\1", text)
+        if self.media_dir is not None:
+            text = text.replace(str(self.media_dir) + os.sep, "")
+        return re.sub(r"\[Errno -?\d+\] ", "", text)
+
     def new_upload_path(self, filename: str) -> tuple[str, Path]:
         file_id = "file-" + secrets.token_hex(12)
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename or "video").name)[:100] or "video"
@@ -142,7 +150,8 @@ class Media:
             probe(path)
         except VideoError as err:
             shutil.rmtree(path.parent, ignore_errors=True)
-            raise HTTPError(400, f'"{param}": {filename!r} is not a readable video: {_first_line(err)}', param,
+            why = self.public(_first_line(err)).replace(f"{file_id} is not a readable video: ", "")
+            raise HTTPError(400, f'"{param}": {filename!r} is not a readable video: {why}', param,
                             code="invalid_video") from None
         upload = Upload(file_id, filename, size, int(time.time()), path)
         with self.lock:
