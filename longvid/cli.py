@@ -372,6 +372,11 @@ def serve(
     max_question_chars: int = typer.Option(8000, help="Longest question, characters."),
     allow_remote_media: bool = typer.Option(False, help="Fetch http(s):// video URLs (off: only media-dir files, "
                                                         "uploads and data: URLs)."),
+    method: str = typer.Option("full", help="Method of requests that name none (clients that cannot send "
+                                            "longvid's fields, e.g. lmms-eval)."),
+    keep: Optional[float] = typer.Option(None, help="Keep ratio of --method (a request's own keep overrides it)."),
+    budget: Optional[int] = typer.Option(None, help="Visual-token budget of --method (instead of --keep)."),
+    settings: list[str] = typer.Option([], "--set", help="Setting KEY=VALUE of --method, repeatable."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     attn: str = typer.Option("sdpa", help="Attention implementation: sdpa, eager, flash_attention_2."),
@@ -399,6 +404,11 @@ def serve(
     if media_dir is not None and not media_dir.is_dir():
         fail(f"--media-dir {media_dir} is not a directory")
     memory = parse_bytes(session_memory, "--session-memory")
+    import longvid
+    from longvid.serve.requests import Limits, RunOptions
+
+    default_run = RunOptions(method, keep, budget, parse_settings(settings, method))
+    chosen = default_run.build_method()  # a bad --method / --keep / --set is one line before the model loads
     probe = socket.socket()
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -408,19 +418,19 @@ def serve(
         fail(f"cannot listen on {host}:{port}: {bind_error.strerror or bind_error}; pass another --port or --host")
     finally:
         probe.close()
-    import longvid
     from longvid.serve.app import ServerConfig, create_app
-    from longvid.serve.requests import Limits
 
     lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels,
                       max_pixels=max_pixels)
+    chosen.check_model(lm.adapter)
     served = "longvid-tiny" if model_dir(model) == "longvid-tiny" else Path(model_dir(model)).name
     config = ServerConfig(model_id=served, media_dir=media_dir, api_key=api_key, session_memory=memory,
                           session_idle=session_idle, max_waiting=queue, max_upload_bytes=int(max_upload_mb * 2**20),
                           allow_remote_media=allow_remote_media, chunk_size=chunk_size,
-                          limits=Limits(max_frames, max_tokens, max_question_chars))
+                          limits=Limits(max_frames, max_tokens, max_question_chars), default_run=default_run)
     app_ = create_app(lm, config)
-    err.print(f"serving {served} on http://{host}:{port} (Ctrl-C stops)", markup=False)
+    err.print(f"serving {served} on http://{host}:{port} (Ctrl-C stops)" + ("" if method == "full" else
+              f"; requests that name no method use {method}"), markup=False)
     class GracefulServer(uvicorn.Server):
         """SIGTERM / Ctrl-C stop the server gracefully and the process exits 0 (uvicorn would re-raise the signal
         after its graceful shutdown, ending the process by that signal)."""

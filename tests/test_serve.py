@@ -315,6 +315,46 @@ def test_the_official_openai_client(server):
         api.chat.completions.create(model="longvid-tiny", messages=messages, extra_body={"keep": 2})
 
 
+def test_lmms_eval_requests(server, media, bundled, video_path):
+    """What lmms-eval's ``openai`` chat model sends with ``pass_video_url=True`` (lmms_eval/protocol.py and
+    models/chat/openai.py): a file:// URL of the absolute path, and vLLM's frame count in ``media_io_kwargs``."""
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url=server.url + "/v1", api_key="EMPTY")
+    url = f"file://{os.path.abspath(media[0] / 'clip.mp4')}"
+    messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                             {"type": "text", "text": "What colour was the shape?"}]}]
+    done = api.chat.completions.create(model="longvid-tiny", messages=messages, max_tokens=4, temperature=0,
+                                       extra_body={"media_io_kwargs": {"video": {"num_frames": 8}}})
+    ref = bundled.ask(video_path, "What colour was the shape?", frames=8, max_new_tokens=4)
+    assert done.choices[0].message.content == ref.text
+    assert done.model_extra["longvid"]["frames_decoded"] == 8 and done.usage.prompt_tokens == ref.stats.llm_tokens
+    with pytest.raises(openai.BadRequestError, match=r'"media_io_kwargs.video.num_frames": 768 is more than this '
+                                                     r"server samples per video \(16, --max-frames\)"):
+        api.chat.completions.create(model="longvid-tiny", messages=messages, max_tokens=4,
+                                    extra_body={"media_io_kwargs": {"video": {"num_frames": 768}}})
+
+
+def test_the_servers_method_for_requests_that_name_none(media, bundled, video_path):
+    """``--method evs --keep 0.5``: what a client that cannot send longvid's fields (lmms-eval) gets."""
+    with running_server("--model", "longvid-tiny", "--media-dir", media[0], "--method", "evs", "--keep", "0.5") as s, \
+            httpx.Client(base_url=s.url, timeout=120) as c:
+        assert [m["id"] for m in c.get("/v1/methods").json()["data"] if m["default"]] == ["evs"]
+        for extra, method, keep in (({}, "evs", 0.5), ({"keep": 0.25}, "evs", 0.25),
+                                    ({"method": "full"}, "full", None), ({"method": "knorm"}, "knorm", None)):
+            d = c.post("/v1/chat/completions", json=chat_body(fps=2, **extra)).json()
+            ref = bundled.ask(video_path, "What colour was the shape?", method=method, keep=keep, fps=2,
+                              max_new_tokens=4)
+            assert d["longvid"]["method"] == method and d["choices"][0]["message"]["content"] == ref.text
+            assert (d["longvid"]["kept_tokens"], d["longvid"]["kv_bytes"]) == (ref.stats.kept_tokens,
+                                                                               ref.stats.kv_bytes)
+        session = c.post("/v1/sessions", json={"video_url": "clip.mp4", "fps": 2}).json()
+        assert session["method"] == "evs"
+    with running_server("--model", "longvid-tiny", "--media-dir", media[0], "--method", "fastv") as s, \
+            httpx.Client(base_url=s.url, timeout=120) as c:
+        message = error_of(c.post("/v1/sessions", json={"video_url": "clip.mp4"}), 400)
+        assert message.startswith("this server's default method 'fastv' (--method) needs the question")
+
+
 # ----- a strict server: key, tiny queue, short idle, small memory and uploads ---------------------------------------
 @pytest.fixture(scope="module")
 def strict(media, client):
@@ -411,6 +451,9 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(media):
     (["--session-memory", "lots"], "--session-memory lots is not a size"),
     (["--port", "70000"], "--port 70000 is invalid"),
     (["--queue", "0"], "--queue 0 is invalid"),
+    (["--method", "nope"], "unknown method 'nope'"),
+    (["--method", "evs", "--keep", "1.5"], "--keep 1.5 is invalid"),
+    (["--method", "evs", "--set", "lay=1"], "lay"),
 ])
 def test_bad_serve_options_are_one_line(args, words):
     r = subprocess.run([sys.executable, "-m", "longvid", "serve", "--model", "longvid-tiny", *args],

@@ -69,6 +69,7 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     chunk_size: int = 8192
     keep_maps: int = 64
+    default_run: RunOptions = field(default_factory=RunOptions)  # the method of requests that name none
 
 
 class TextStream:
@@ -149,17 +150,18 @@ class Server:
             answer = lm.answer(encoded, chat.question, method, max_new_tokens=chat.gen.max_tokens,
                                sampling=chat.gen.sampling(), chunk_size=self.config.chunk_size,
                                progress=self.progress(job), stream=stream)
-        result = self.result(answer, stream, chat.gen.max_tokens)
+        result = self.result(job, answer, stream, chat.gen.max_tokens)
         if chat.keep_map:
             result["longvid"]["keep_map"] = self.keep_map(frames, method.name, encoded)
         return result
 
-    def result(self, answer, stream: TextStream, max_tokens: int) -> dict:
+    def result(self, job: Job, answer, stream: TextStream, max_tokens: int) -> dict:
         text = stream.finish(answer.text)
         n = len(answer.token_ids)
         finish = "length" if n >= max_tokens and not stream.stopped else "stop"
         stats = answer.to_dict()
         stats.pop("answer")
+        stats["queue_seconds"] = round(job.started - job.submitted, 4)  # waiting for the device before the run
         usage = {"prompt_tokens": answer.stats.llm_tokens, "completion_tokens": n,
                  "total_tokens": answer.stats.llm_tokens + n}
         return {"text": text, "finish_reason": finish, "usage": usage, "longvid": stats}
@@ -199,7 +201,7 @@ class Server:
         with interface(HTTP):
             answer = session.ask(question, max_new_tokens=gen.max_tokens, sampling=gen.sampling(), stream=stream)
         entry.questions += 1
-        return self.result(answer, stream, gen.max_tokens)
+        return self.result(job, answer, stream, gen.max_tokens)
 
     def session_frames(self, job: Job, session_id: str, video, sampling) -> dict:
         entry = self.sessions.get(session_id)
@@ -286,6 +288,7 @@ def create_app(lm, config: ServerConfig):
         return {"object": "list", "data": [
             {"id": name, "stage": spec.stage, "defaults": spec.defaults, "paper": spec.paper,
              "needs_question": spec.query_aware, "sessions": not spec.query_aware,
+             "default": name == config.default_run.method,
              "runs_on_this_model": _runs(name, lm)} for name, spec in METHODS.items()]}
 
     @app.get("/v1/media")
@@ -347,7 +350,7 @@ def create_app(lm, config: ServerConfig):
     async def chat_completions(request: Request):
         body = await json_body(request)
         with interface(HTTP):
-            chat = chat_request(body, config.limits)
+            chat = chat_request(body, config.limits, config.default_run)
             check_model_name(chat.model)
             method, sampling = checked_run(chat.run, chat.question, chat.gen.max_tokens)
         video = await asyncio.to_thread(checked_video, chat.video_url, "messages.video_url", sampling)
@@ -365,13 +368,15 @@ def create_app(lm, config: ServerConfig):
         body = body_object(await json_body(request))
         with interface(HTTP):
             check_model_name(optional_str(body, "model"))
-            run = run_options(body)
+            run = run_options(body, config.default_run)
             method, sampling = checked_run(run, None, 1)
             if method.query_aware:
                 from longvid.methods.registry import query_agnostic_methods
 
-                raise HTTPError(400, f'"method": {run.method!r} needs the question during prefill, so a session (which '
-                                     "encodes before any question) cannot use it; pick one of "
+                named = (f'"method": {run.method!r}' if "method" in body else
+                         f"this server's default method {run.method!r} (--method)")
+                raise HTTPError(400, f"{named} needs the question during prefill, so a session (which "
+                                     'encodes before any question) cannot use it; pass "method": one of '
                                      f"{', '.join(query_agnostic_methods())}, or ask it through /v1/chat/completions",
                                 "method")
             system = optional_str(body, "system")

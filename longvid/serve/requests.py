@@ -5,8 +5,11 @@ OpenAI chat fields: ``model``, ``messages`` (one user turn with one ``video_url`
 system turn), ``max_tokens`` / ``max_completion_tokens``, ``temperature`` (0, the default, is greedy), ``top_p``,
 ``seed``, ``stop``, ``n`` (1), ``stream``, ``stream_options.include_usage``. longvid's extra fields: ``method``,
 ``keep``, ``budget``, ``settings`` (the method's settings), ``fps``, ``frames``, ``max_frames``, ``start``, ``end``,
-``keep_map`` (draw the kept-token map of this run). Other fields are ignored, as OpenAI-compatible servers do, except
-those asking for what this server cannot do (``logprobs``, ``tools``), which are refused.
+``keep_map`` (draw the kept-token map of this run). vLLM's ``media_io_kwargs: {"video": {"num_frames": N, "fps": F}}``
+(what lmms-eval's ``openai`` model sends with ``pass_video_url``) stands for ``frames`` / ``fps`` when those are absent.
+A request that names no method gets the server's (``longvid serve --method/--keep/--budget/--set``); its own ``keep``,
+``budget`` and ``settings`` override the server's for that method. Other fields are ignored, as OpenAI-compatible
+servers do, except those asking for what this server cannot do (``logprobs``, ``tools``), which are refused.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class RunOptions:
     max_frames: int | None = None
     start: float | None = None
     end: float | None = None
+    frames_field: str = "frames"  # the JSON field ``frames`` came from, for errors
 
     def build_method(self):
         """The `Method` (raises the library's one-line ValueError, worded in JSON fields under ``interface(HTTP)``)."""
@@ -54,8 +58,9 @@ class RunOptions:
         from longvid.video.options import SamplingOptions
 
         if self.frames is not None and self.frames > limits.max_frames:
-            raise HTTPError(400, f'"frames": {self.frames} is more than this server samples per video '
-                                 f"({limits.max_frames}, --max-frames); pass at most {limits.max_frames}", "frames")
+            raise HTTPError(400, f'"{self.frames_field}": {self.frames} is more than this server samples per video '
+                                 f"({limits.max_frames}, --max-frames); pass at most {limits.max_frames}",
+                            self.frames_field)
         cap = limits.max_frames if self.max_frames is None else min(self.max_frames, limits.max_frames)
         return SamplingOptions(self.fps, self.frames, cap, self.start, self.end)
 
@@ -97,7 +102,7 @@ def body_object(body) -> dict:
     return body
 
 
-def chat_request(body, limits: Limits) -> Chat:
+def chat_request(body, limits: Limits, default: RunOptions | None = None) -> Chat:
     body = body_object(body)
     for unsupported in ("logprobs", "tools", "functions", "tool_choice", "audio"):
         if body.get(unsupported) not in (None, False, [], "none"):
@@ -107,7 +112,7 @@ def chat_request(body, limits: Limits) -> Chat:
         raise HTTPError(400, f'"n": {n!r} is not supported: this server returns one choice; pass "n": 1', "n")
     model = optional_str(body, "model")
     video, question, system = read_messages(body.get("messages"), limits)
-    return Chat(model, video, question, system, run_options(body), generation(body, limits),
+    return Chat(model, video, question, system, run_options(body, default), generation(body, limits),
                 optional_bool(body, "keep_map", False))
 
 
@@ -173,16 +178,50 @@ def read_messages(messages, limits: Limits, *, video_required: bool = True) -> t
     return video, question, ("\n".join(system) if system else None)
 
 
-def run_options(body: dict) -> RunOptions:
-    method = body.get("method", "full")
+def run_options(body: dict, default: RunOptions | None = None) -> RunOptions:
+    """The request's method and sampling; ``default`` (the server's method) fills in what the request leaves out
+    when it names no method or the same one."""
+    default = default or RunOptions()
+    method = body.get("method", default.method)
     if not isinstance(method, str) or not method:
         raise HTTPError(400, f'"method": {method!r} must be a method name (GET /v1/methods lists them)', "method")
     settings = body.get("settings") or {}
     if not isinstance(settings, dict):
         raise HTTPError(400, f'"settings" must be an object of the method\'s settings, got {settings!r}', "settings")
-    return RunOptions(method, number(body, "keep"), integer(body, "budget"), dict(settings), number(body, "fps"),
-                      integer(body, "frames"), integer(body, "max_frames"), number(body, "start"),
-                      number(body, "end"))
+    keep, budget = number(body, "keep"), integer(body, "budget")
+    if method == default.method:
+        settings = default.settings | settings
+        if keep is None and budget is None:
+            keep, budget = default.keep, default.budget
+    fps, frames, frames_field = number(body, "fps"), integer(body, "frames"), "frames"
+    if fps is None and frames is None:
+        fps, frames = vllm_video_kwargs(body)
+        frames_field = "media_io_kwargs.video.num_frames"
+    return RunOptions(method, keep, budget, dict(settings), fps, frames, integer(body, "max_frames"),
+                      number(body, "start"), number(body, "end"), frames_field)
+
+
+def vllm_video_kwargs(body: dict) -> tuple[float | None, int | None]:
+    """``(fps, frames)`` from vLLM's ``media_io_kwargs: {"video": {"fps": F, "num_frames": N}}`` (``None`` if absent;
+    vLLM's ``num_frames: -1``, every frame, falls back to the default sampling: 1 fps up to ``--max-frames``)."""
+    media = body.get("media_io_kwargs")
+    if media is None or (isinstance(media, dict) and media.get("video") is None):
+        return None, None
+    video = media.get("video") if isinstance(media, dict) else None
+    if not isinstance(video, dict):
+        raise HTTPError(400, '"media_io_kwargs" must be {"video": {"num_frames": N}} or {"video": {"fps": F}}',
+                        "media_io_kwargs")
+    fps = number({"media_io_kwargs.video.fps": video.get("fps")}, "media_io_kwargs.video.fps")
+    frames = integer({"media_io_kwargs.video.num_frames": video.get("num_frames")}, "media_io_kwargs.video.num_frames")
+    if frames is not None and frames < 0:
+        frames = None
+    for key, value in (("num_frames", frames), ("fps", fps)):
+        if value is not None and value <= 0:
+            raise HTTPError(400, f'"media_io_kwargs.video.{key}": {value} is invalid: it must be positive',
+                            f"media_io_kwargs.video.{key}")
+    if fps is not None and frames is not None:
+        fps = None  # vLLM samples num_frames when both are given
+    return fps, frames
 
 
 def generation(body: dict, limits: Limits) -> Generation:

@@ -40,6 +40,7 @@ class Job:
         self.future = loop.create_future()
         self.events: asyncio.Queue | None = asyncio.Queue() if events else None
         self.cancelled = threading.Event()
+        self.submitted, self.started = time.perf_counter(), None  # when it was queued; when the worker took it
 
     def check(self) -> None:
         """Raise `Cancelled` if the client went away: called by the work between its steps."""
@@ -112,7 +113,7 @@ class DeviceWorker:
                 job._resolve(error=Cancelled())
                 continue
             self.running = job
-            t0 = time.perf_counter()
+            t0 = job.started = time.perf_counter()
             try:
                 result = job.fn(job)
             except BaseException as err:  # handed to the request, which turns it into a response
