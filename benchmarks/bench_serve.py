@@ -14,7 +14,7 @@ Four parts, each against a real server process on a free loopback port:
    oversized uploads, paths outside the media directory, unknown / expired session, query-aware method in a
    session, wrong API key) gets a one-line 4xx; the process is still alive and answers a good request after.
 
-    python benchmarks/bench_serve.py                # the full run (~10 min here); results/serve_load.md
+    python benchmarks/bench_serve.py                # the full run (~3 min here); results/serve_load.md
     python benchmarks/bench_serve.py --requests 20 --cycles 100   # a quick look
 
 Prints a table per part and a JSON line last.
@@ -288,7 +288,7 @@ def main() -> None:
         finally:
             server.stop()
 
-    print(f"{'part':34} {'sent':>5} {'ok':>4} {'429':>4} {'lost':>4} {'dup':>4} {'diff':>4} {'p50 s':>7} "
+    print(f"{'part':34} {'sent':>5} {'200':>4} {'429':>4} {'lost':>4} {'dup':>4} {'diff':>4} {'p50 s':>7} "
           f"{'p99 s':>7} {'req/s':>6}")
     for p in parts:
         if "sent" in p:
