@@ -94,6 +94,7 @@ def test_chat_answers_as_the_library(client, bundled, video_path, extra):
     assert (d["longvid"]["visual_tokens"], d["longvid"]["kept_tokens"]) == (ref.stats.visual_tokens,
                                                                             ref.stats.kept_tokens)
     assert d["object"] == "chat.completion" and d["choices"][0]["finish_reason"] in ("stop", "length")
+    assert d["longvid"]["method"] == extra.get("method", "full") and d["longvid"]["queue_seconds"] >= 0
 
 
 def test_streamed_deltas_make_the_whole_answer(client):
