@@ -212,8 +212,8 @@ def parse_settings(settings: list[str], method: str) -> dict:
                 fail(f"--set {item} is a setting of method {name!r}, but --method is {method!r}; pass --method {name} "
                      f"or --set {rest}={value}")
             key = rest
-        if key in ("keep", "budget"):
-            fail(f"--set {item}: {key} is not a setting; pass --{key} {value}")
+        if key in ("keep", "budget", "name"):
+            fail(f"--set {item}: {key} is not a setting; pass --{'method' if key == 'name' else key} {value}")
         try:
             parsed[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -429,6 +429,9 @@ def serve(
                           allow_remote_media=allow_remote_media, chunk_size=chunk_size,
                           limits=Limits(max_frames, max_tokens, max_question_chars), default_run=default_run)
     app_ = create_app(lm, config)
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: listening on {host} without --api-key: anyone who can reach this port can use the "
+                  "model and read the videos under --media-dir", markup=False)
     err.print(f"serving {served} on http://{host}:{port} (Ctrl-C stops)" + ("" if method == "full" else
               f"; requests that name no method use {method}"), markup=False)
     class GracefulServer(uvicorn.Server):

@@ -215,6 +215,27 @@ def test_extend_streams_under_the_press_budget(lm, video_path):
     assert s.ask("What now?", max_new_tokens=2).stats.kept_tokens == 10
 
 
+def test_an_extend_interrupted_mid_prefill_makes_the_session_refuse(lm, video_path):
+    """Ctrl-C (or a cancelled server request) during an extend's prefill leaves part of the frames in the cache: the
+    session says so instead of answering from it."""
+    from longvid.video import read_video
+
+    s = lm.session(read_video(video_path, fps=2, end=3.0), method="knorm", budget=10, chunk_size=8)
+
+    def stop(stage, done, total):
+        if stage == "prefill" and done < total:
+            raise KeyboardInterrupt
+
+    s.progress = stop
+    with pytest.raises(KeyboardInterrupt):
+        s.extend(read_video(video_path, fps=2, start=3.0))
+    s.progress = None
+    for call in (lambda: s.ask("What now?", max_new_tokens=2), lambda: s.extend(read_video(video_path, fps=2))):
+        with pytest.raises(RuntimeError, match="this session cannot be used any more: an extend stopped while "
+                                               "prefilling its frames .KeyboardInterrupt.*; build a new one"):
+            call()
+
+
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_preset_runs_at_its_defaults_on_every_checkpoint(lms, bundled, frames, name):
     """No --keep, no settings: each preset runs on every tiny family and on longvid-tiny (PruneVid's layer is a

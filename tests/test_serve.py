@@ -38,6 +38,9 @@ def media(tmp_path_factory, video_path):
     outside.write_bytes(open(video_path, "rb").read())
     (root / "escape.mp4").symlink_to(outside)
     (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
+    from longvid.video.synthetic import write_test_video
+
+    write_test_video(root / "long.mp4", seconds=90, fps=10, width=112, height=84)  # work that takes a while
     return root, outside
 
 
@@ -183,7 +186,7 @@ def test_absolute_paths_only_inside_the_media_directory(client, media):
         assert "outside the server's media directory" in error_of(
             client.post("/v1/chat/completions", json=chat_body(url=url)), 400)
     assert [m["path"] for m in client.get("/v1/media").json()["data"]] == ["broken.mp4", "clip.mp4", "escape.mp4",
-                                                                          "sub/again.mp4"]
+                                                                          "long.mp4", "sub/again.mp4"]
 
 
 # ----- bad requests -------------------------------------------------------------------------------------------------
@@ -202,6 +205,13 @@ BAD = [
     (dict(logprobs=True), 400, '"logprobs" is not supported'),
     (dict(settings={"layer": 99}, method="fastv"), 400, '"settings": {"layer": 99}'),
     (dict(model="gpt-4o"), 404, "'gpt-4o' is not served here"),
+    (dict(method="evs", settings={"keep": 0.5}), 400, '"settings.keep" is not a method setting; pass it as "keep"'),
+    (dict(settings={"name": "evs"}), 400, '"settings.name" is not a method setting; pass it as "method"'),
+    (dict(seed=2**64), 400, r'"seed": 18446744073709551616 is out of range'),
+    (dict(seed=-1), 400, r'"seed": -1 is out of range'),
+    (dict(stop="x" * 1000), 400, r'"stop": .{80}\.\.\. must be a string'),
+    (dict(media_io_kwargs={"video": {"num_frames": 0}}), 400, '"media_io_kwargs.video.num_frames": 0 is invalid'),
+    (dict(media_io_kwargs={"video": "8"}), 400, '"media_io_kwargs" must be'),
 ]
 
 
@@ -211,6 +221,40 @@ def test_bad_fields_are_one_line_4xx(client, extra, status, words):
 
     message = error_of(client.post("/v1/chat/completions", json=chat_body(**extra)), status)
     assert re.search(words, message), message
+
+
+@pytest.mark.parametrize("body", [chat_body(url="clip\ud800.mp4"), chat_body(question="\ud800?")])
+def test_unpaired_surrogates_are_refused(client, body):
+    bad = client.post("/v1/chat/completions", content=json.dumps(body).encode(),  # \ud800 escaped: valid JSON
+                      headers={"Content-Type": "application/json"})
+    assert "unpaired UTF-16 surrogate" in error_of(bad, 400)
+
+
+def test_a_long_system_prompt_counts_toward_the_question_limit(server):
+    body = chat_body()
+    body["messages"].insert(0, {"role": "system", "content": "x" * 9000})
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        assert "the question and system prompt have" in error_of(c.post("/v1/chat/completions", json=body), 400)
+        assert '"system" has 9000 characters' in error_of(
+            c.post("/v1/sessions", json={"video_url": "clip.mp4", "system": "x" * 9000}), 400)
+
+
+def test_data_urls_leave_no_files_behind(client, video_path, tmp_path):
+    """A data: URL is stored for its request only: never listed, removed when the request ends or is refused."""
+    from longvid.serve.media import Media
+
+    data_url = "data:video/mp4;base64," + base64.b64encode(open(video_path, "rb").read()).decode()
+    assert client.post("/v1/chat/completions", json=chat_body(url=data_url)).status_code == 200
+    assert client.post("/v1/chat/completions", json=chat_body(url=data_url, fps=0)).status_code == 400
+    assert client.get("/v1/files").json()["data"] == [] or all(
+        not f["filename"].startswith("data") for f in client.get("/v1/files").json()["data"])
+    media = Media(None, tmp_path / "uploads", 1 << 30, remove_at_close=False)
+    stored = media.store_data_url(data_url, "video_url")
+    assert stored.path.is_file() and media.list_uploads() == []
+    media.release(stored.path)
+    assert not stored.path.exists() and list((tmp_path / "uploads").iterdir()) == []
+    media.close()
+    assert (tmp_path / "uploads").is_dir()  # a folder the caller chose is kept
 
 
 @pytest.mark.parametrize("body, words", [
@@ -399,6 +443,28 @@ def test_sessions_are_evicted_least_recently_used_and_expire(strict):
         assert c.get("/v1/sessions").json()["data"] == []
 
 
+def test_a_session_that_outgrows_the_memory_is_dropped(strict):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=strict.url, headers=auth, timeout=60) as c:
+        sid = c.post("/v1/sessions", json={"video_url": "clip.mp4", "fps": 2}).json()["id"]  # 2/3 of the memory
+        for _ in range(4):  # the prompt's text is a fixed cost: the second append at the latest is too many
+            grown = c.post(f"/v1/sessions/{sid}/frames", json={"video_url": "clip.mp4", "fps": 2})
+            if grown.status_code != 200:
+                break
+        assert "these frames grew the session to" in error_of(grown, 400)
+        assert "is gone: dropped: its frames grew it to" in error_of(
+            c.post(f"/v1/sessions/{sid}/messages", json=ask_body()), 404)
+        assert c.get("/v1/sessions").json()["data"] == []
+
+
+def test_bodies_larger_than_the_largest_upload_are_refused(strict):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=strict.url, headers=auth, timeout=60) as c:
+        huge = chat_body(question="x" * (2 << 20))
+        assert "larger than this server reads" in error_of(c.post("/v1/chat/completions", json=huge), 413)
+        assert c.post("/v1/chat/completions", json=chat_body()).status_code == 200
+
+
 def test_a_full_queue_answers_429_with_retry_after(strict):
     """--queue 1: one request runs, one waits, the rest are refused at once; none is lost."""
     auth = {"Authorization": f"Bearer {KEY}"}
@@ -432,6 +498,34 @@ def test_a_client_that_goes_away_frees_the_device(client):
         time.sleep(0.05)
     assert not client.get("/health").json()["busy"]
     assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200
+
+
+def test_clients_that_go_away_before_their_answer_free_the_device(strict):
+    """Non-streamed requests whose clients time out: those still waiting are dropped, not run (behind the API-key
+    check, which must not hide the disconnect)."""
+    import asyncio
+
+    auth = {"Authorization": f"Bearer {KEY}"}
+    before = httpx.get(strict.url + "/health").json()
+
+    async def impatient():
+        async with httpx.AsyncClient(base_url=strict.url, headers=auth, timeout=0.3) as c:
+            async def one():
+                try:
+                    await c.post("/v1/chat/completions", json=chat_body("long.mp4", fps=10))
+                except httpx.TimeoutException:
+                    pass
+            await asyncio.gather(one(), one())
+
+    for _ in range(4):  # --queue 1: one runs, one waits; the waiting one's client leaves after 0.3 s
+        asyncio.run(impatient())
+    deadline = time.monotonic() + 20
+    while httpx.get(strict.url + "/health").json()["busy"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    after = httpx.get(strict.url + "/health").json()
+    assert after["cancelled"] - before["cancelled"] >= 1
+    with httpx.Client(base_url=strict.url, headers=auth, timeout=60) as c:
+        assert c.post("/v1/chat/completions", json=chat_body()).status_code == 200
 
 
 # ----- process ------------------------------------------------------------------------------------------------------

@@ -145,7 +145,12 @@ class VideoSession:
         self.press_state: dict = {}  # the press's memory across this session's chunks (PrefillChunk.state)
         self.n_protected = 0  # cache entries never evicted (text, structural tokens), kept at the front by a press
         self.total_tokens = 0
+        self.broken: str | None = None  # why the session can no longer answer (an extend that did not finish)
         self._prefill(encoded.prefix_ids, encoded.block, encoded.tokens)
+
+    def check_usable(self) -> None:
+        if self.broken:
+            raise RuntimeError(f"this session cannot be used any more: {self.broken}; build a new one")
 
     @property
     def time_shift(self) -> int:
@@ -162,19 +167,25 @@ class VideoSession:
         and token reducers run on the new frames alone (EVS keeps their first step whole); the press then holds the
         cache under its budget. Each call pads its frames to a multiple of the temporal patch like the processor.
         """
+        self.check_usable()
         enc = encode_frames(self.adapter, frames, self.method, start=len(self.encoded.prefix_ids),
                             first_step=self.steps, seconds_per_step=self.encoded.seconds_per_step,
                             frame_shape=self.encoded.frame_shape, after=self.next_position,
                             step_tokens=self.encoded.tokens.tokens_per_step)
-        for stage, sec in enc.seconds.items():
-            self.seconds[stage] += sec
-        self.steps += enc.steps
-        self.visual_tokens += enc.visual_tokens
-        self.frames[0] += frames.frames_planned
-        self.frames[1] += len(frames)
-        self.llm_tokens += len(enc.block)
-        self._prefill([], enc.block, enc.tokens)
-        self.next_position = max(self.next_position, enc.next_position)
+        try:  # from here the cache changes in place: an interruption (Ctrl-C, a cancelled request) leaves part of it
+            for stage, sec in enc.seconds.items():
+                self.seconds[stage] += sec
+            self.steps += enc.steps
+            self.visual_tokens += enc.visual_tokens
+            self.frames[0] += frames.frames_planned
+            self.frames[1] += len(frames)
+            self.llm_tokens += len(enc.block)
+            self._prefill([], enc.block, enc.tokens)
+            self.next_position = max(self.next_position, enc.next_position)
+        except BaseException as err:
+            self.broken = f"an extend stopped while prefilling its frames ({type(err).__name__}), so the cache holds " \
+                          "part of them"
+            raise
 
     @torch.inference_mode()
     def _prefill(self, text_ids: list[int], block, tokens: VisualTokens) -> None:
@@ -276,6 +287,7 @@ class VideoSession:
         """Answer from a copy of the session cache; the session itself is unchanged. ``stream(token_id)`` sees each
         new token as it is decoded."""
         check_request(question, max_new_tokens)
+        self.check_usable()
         adapter, lm = self.adapter, self.lm
         tail = adapter.tail_ids(self.encoded.tail_template, question)
         cache = copy_cache(self.cache)

@@ -47,10 +47,9 @@ from longvid.serve.media import Media
 from longvid.serve.requests import (Limits, RunOptions, body_object, chat_request, generation, optional_str,
                                     read_messages, run_options, video_field)
 from longvid.serve.sessions import SessionGone, SessionStore
-from longvid.serve.worker import Cancelled, DeviceWorker, Job, QueueFull
+from longvid.serve.worker import DONE, Cancelled, DeviceWorker, Job, QueueFull
 
 STATIC = Path(__file__).resolve().parent / "static"
-DONE = object()  # end of a job's event stream
 
 
 @dataclass
@@ -122,7 +121,8 @@ class Server:
         self.worker = DeviceWorker(config.max_waiting)
         self.sessions = SessionStore(config.session_memory, config.session_idle)
         upload_dir = config.upload_dir or Path(tempfile.mkdtemp(prefix="longvid-uploads-"))
-        self.media = Media(config.media_dir, upload_dir, config.max_upload_bytes, config.allow_remote_media)
+        self.media = Media(config.media_dir, upload_dir, config.max_upload_bytes, config.allow_remote_media,
+                           remove_at_close=config.upload_dir is None)  # a folder the caller chose is kept
         self.maps: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self.maps_lock = threading.Lock()
         self.started = int(time.time())
@@ -209,7 +209,12 @@ class Server:
         session.progress = self.progress(job)
         with interface(HTTP):
             frames = self.lm.read(video, sampling, self.progress(job))
-            session.extend(frames)
+            try:
+                session.extend(frames)
+            except BaseException:
+                if session.broken:  # stopped mid-prefill (the client went away): its cache is incomplete
+                    self.sessions.drop(session_id, "dropped: an append of frames was interrupted before it finished")
+                raise
         self.sessions.update(entry)
         return entry.describe()
 
@@ -232,6 +237,7 @@ def create_app(lm, config: ServerConfig):
 
     app = FastAPI(title="longvid", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.server = server
+    app.state.max_body = config.max_upload_bytes * 4 // 3 + (1 << 20)  # room for a data: URL of the largest upload
 
     # ----- errors ------------------------------------------------------------------------------------------------
     @app.exception_handler(HTTPError)
@@ -253,17 +259,10 @@ def create_app(lm, config: ServerConfig):
     @app.exception_handler(Exception)
     async def unexpected(request, err):
         traceback.print_exception(err, file=sys.stderr)
-        return JSONResponse(error_body(500, f"internal error: {type(err).__name__}: {err}"), 500)
+        return JSONResponse(error_body(500, server.media.public(f"internal error: {type(err).__name__}: {err}")), 500)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):
-        if config.api_key and request.url.path.startswith("/v1/"):
-            header = request.headers.get("authorization", "")
-            if not secrets.compare_digest(header.encode(), f"Bearer {config.api_key}".encode()):
-                message = ("missing API key: send Authorization: Bearer KEY" if not header else
-                           "wrong API key in the Authorization header")
-                return JSONResponse(error_body(401, message, code="invalid_api_key"), 401)
-        return await call_next(request)
+    if config.api_key:
+        app.add_middleware(APIKey, key=config.api_key)
 
     # ----- small routes ------------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -274,7 +273,7 @@ def create_app(lm, config: ServerConfig):
     async def health():
         w = server.worker
         return {"status": "ok", "model": config.model_id, "queue": w.waiting, "busy": w.running is not None,
-                "completed": w.completed, "sessions": len(server.sessions.entries)}
+                "completed": w.completed, "cancelled": w.cancelled, "sessions": len(server.sessions.entries)}
 
     @app.get("/v1/models")
     async def models():
@@ -318,11 +317,14 @@ def create_app(lm, config: ServerConfig):
         except Exception as err:  # a malformed multipart body
             raise HTTPError(400, f"the upload is not a multipart/form-data body with a 'file' field: {err}",
                             "file") from None
-        file = form.get("file")
-        if file is None or isinstance(file, str):
-            raise HTTPError(400, "the upload has no 'file' field (multipart/form-data)", "file")
-        file_id, path = server.media.new_upload_path(file.filename or "video")
-        size = await asyncio.to_thread(_copy_upload, file.file, path, config.max_upload_bytes)
+        try:
+            file = form.get("file")
+            if file is None or isinstance(file, str):
+                raise HTTPError(400, "the upload has no 'file' field (multipart/form-data)", "file")
+            file_id, path = server.media.new_upload_path(file.filename or "video")
+            size = await asyncio.to_thread(_copy_upload, file.file, path, config.max_upload_bytes)
+        finally:
+            await form.close()  # the spooled temporary file
         if size is None:
             import shutil
 
@@ -357,9 +359,9 @@ def create_app(lm, config: ServerConfig):
         work = lambda job: server.ask_once(job, chat, method, video, sampling)  # noqa: E731
         completion_id = "chatcmpl-" + secrets.token_hex(12)
         if chat.gen.stream:
-            return StreamingResponse(stream_events(submit(work, events=True), completion_id, chat.gen),
+            return StreamingResponse(stream_events(submit(work, video, events=True), completion_id, chat.gen),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        result = await wait(submit(work), request)
+        result = await wait(submit(work, video), request)
         return completion(completion_id, result)
 
     # ----- sessions -----------------------------------------------------------------------------------------------
@@ -380,10 +382,15 @@ def create_app(lm, config: ServerConfig):
                                      f"{', '.join(query_agnostic_methods())}, or ask it through /v1/chat/completions",
                                 "method")
             system = optional_str(body, "system")
+            if system is not None and len(system) > config.limits.max_question_chars:
+                raise HTTPError(400, f'"system" has {len(system)} characters, more than this server takes '
+                                     f"({config.limits.max_question_chars}, --max-question-chars); shorten it",
+                                "system")
         url = video_field(body)
         video = await asyncio.to_thread(checked_video, url, "video_url", sampling)
-        work = lambda job: server.create_session(job, run, method, video, sampling, system, url)  # noqa: E731
-        return await wait(submit(work), request)
+        shown = url if not url.startswith("data:") else f"a data: URL ({len(url)} characters)"
+        work = lambda job: server.create_session(job, run, method, video, sampling, system, shown)  # noqa: E731
+        return await wait(submit(work, video), request)
 
     @app.get("/v1/sessions")
     async def list_sessions():
@@ -416,9 +423,9 @@ def create_app(lm, config: ServerConfig):
         work = lambda job: server.session_message(job, session_id, question, gen)  # noqa: E731
         completion_id = "chatcmpl-" + secrets.token_hex(12)
         if gen.stream:
-            return StreamingResponse(stream_events(submit(work, events=True), completion_id, gen),
+            return StreamingResponse(stream_events(submit(work, None, events=True), completion_id, gen),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        return completion(completion_id, await wait(submit(work), request))
+        return completion(completion_id, await wait(submit(work, None), request))
 
     @app.post("/v1/sessions/{session_id}/frames")
     async def session_frames(session_id: str, request: Request):
@@ -428,7 +435,7 @@ def create_app(lm, config: ServerConfig):
             sampling = run_sampling(body)
         video = await asyncio.to_thread(checked_video, video_field(body), "video_url", sampling)
         work = lambda job: server.session_frames(job, session_id, video, sampling)  # noqa: E731
-        return await wait(submit(work), request)
+        return await wait(submit(work, video), request)
 
     # ----- helpers (closures over server and config) -------------------------------------------------------------
     def check_model_name(name: str | None) -> None:
@@ -462,6 +469,7 @@ def create_app(lm, config: ServerConfig):
             try:
                 lm.info(path, sampling)
             except ValueError as err:
+                server.media.release(path)
                 raise HTTPError(400, f'"{param}": {server.media.public(str(err))}', param,
                                 code="invalid_video") from None
         return path
@@ -472,13 +480,17 @@ def create_app(lm, config: ServerConfig):
         except SessionGone as gone:
             raise session_gone(gone) from None
 
-    def submit(work, events: bool = False) -> Job:
-        job = Job(_ending(work) if events else work, asyncio.get_running_loop(), events=events)
+    def submit(work, video: Path | None, events: bool = False) -> Job:
+        """Queue ``work``; ``video`` (a data: URL's or a download's temporary file) is removed once the job ended."""
+        job = Job(work, asyncio.get_running_loop(), events=events)
         try:
-            return server.worker.submit(job)
+            server.worker.submit(job)
         except QueueFull as full:
+            server.media.release(video)
             raise HTTPError(429, str(full), code="queue_full", headers={"Retry-After": str(full.retry_after)}) \
                 from None
+        job.future.add_done_callback(lambda _: server.media.release(video))
+        return job
 
     async def wait(job: Job, request):
         """The job's result; a client that goes away cancels it."""
@@ -535,12 +547,54 @@ def create_app(lm, config: ServerConfig):
     return app
 
 
+class APIKey:
+    """Require ``Authorization: Bearer KEY`` on ``/v1/*``. A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware``
+    (``@app.middleware``) hides the client's disconnect from the handlers, and a client that goes away must cancel
+    its work."""
+
+    def __init__(self, app, key: str):
+        self.app, self.expected = app, f"Bearer {key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not secrets.compare_digest(header, self.expected):
+                message = ("missing API key: send Authorization: Bearer KEY" if not header else
+                           "wrong API key in the Authorization header")
+                await JSONResponse(error_body(401, message, code="invalid_api_key"), 401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def json_body(request) -> object:
-    raw = await request.body()
+    """The parsed JSON body: at most ``request.app.state.max_body`` bytes (413 beyond), parsed off the event loop
+    when large; strings with unpaired UTF-16 surrogates (``"\\ud800"``, valid JSON, not text) are refused."""
+    limit = request.app.state.max_body
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPError(413, f"the request body is larger than this server reads ({limit / 2**20:.0f} MiB); upload "
+                             "large videos with POST /v1/files and name them by file id")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"the request body is larger than this server reads ({limit / 2**20:.0f} MiB); "
+                                 "upload large videos with POST /v1/files and name them by file id")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw:
         raise HTTPError(400, "the request body is empty: send a JSON object")
+    return await asyncio.to_thread(_parse_json, raw) if len(raw) > 1 << 20 else _parse_json(raw)
+
+
+def _parse_json(raw: bytes) -> object:
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # raises on an unpaired surrogate
+        return body
+    except UnicodeEncodeError:
+        raise HTTPError(400, "the request body holds an unpaired UTF-16 surrogate escape (e.g. \\ud800), which is "
+                             "not text; send valid Unicode") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         where = f" (line {err.lineno}, column {err.colno}: {err.msg})" if isinstance(err, json.JSONDecodeError) else ""
         raise HTTPError(400, f"the request body is not valid JSON{where}") from None
@@ -559,7 +613,7 @@ def as_http(err: BaseException, public=lambda text: text) -> HTTPError:
         text = public(str(err).strip().splitlines()[0]) if str(err).strip() else type(err).__name__
         return HTTPError(400, text, _param(text))
     traceback.print_exception(err, file=sys.stderr)  # a bug, not bad input
-    return HTTPError(500, f"internal error: {type(err).__name__}: {err}")
+    return HTTPError(500, public(f"internal error: {type(err).__name__}: {err}"))
 
 
 def session_gone(gone: SessionGone) -> HTTPError:
@@ -574,16 +628,6 @@ def _param(message: str) -> str | None:
     if message.startswith('"'):
         return message[1:].split('"', 1)[0] or None
     return None
-
-
-def _ending(work):
-    """``work`` that always ends its event stream, so a streaming response never waits forever."""
-    def run(job: Job):
-        try:
-            return work(job)
-        finally:
-            job.emit(DONE)
-    return run
 
 
 def _copy_upload(source, path: Path, limit: int) -> int | None:

@@ -21,6 +21,7 @@ import secrets
 import shutil
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class Upload:
     created_at: int
     path: Path
     purpose: str = "vision"
+    temporary: bool = False  # a data: URL or a download: removed when its request ends, never listed
 
     def describe(self) -> dict:
         return {"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
@@ -52,9 +54,9 @@ class Media:
     """Resolves video sources to local files and stores uploads."""
 
     def __init__(self, media_dir: Path | None, upload_dir: Path, max_upload_bytes: int,
-                 allow_remote: bool = False):
+                 allow_remote: bool = False, remove_at_close: bool = True):
         self.media_dir = Path(os.path.realpath(media_dir)) if media_dir is not None else None
-        self.upload_dir = Path(upload_dir)
+        self.upload_dir, self.remove_at_close = Path(upload_dir), remove_at_close
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes, self.allow_remote = max_upload_bytes, allow_remote
         self.uploads: dict[str, Upload] = {}
@@ -93,6 +95,11 @@ class Media:
         if self.media_dir is None:
             raise HTTPError(400, f'"{param}": this server has no media directory (start it with --media-dir DIR); '
                                  "upload the file with POST /v1/files instead", param)
+        try:
+            os.fsencode(path)
+        except UnicodeEncodeError:
+            raise HTTPError(400, f'"{param}": {path!r} is not a valid file name (an unpaired surrogate)', param) \
+                from None
         candidate = Path(path) if os.path.isabs(path) else self.media_dir / path
         real = Path(os.path.realpath(candidate))
         if os.path.commonpath([real, self.media_dir]) != str(self.media_dir):
@@ -133,6 +140,7 @@ class Media:
         text = re.sub(re.escape(str(self.upload_dir)) + r"/(file-[0-9a-f]+)/[^\s':,)]*", r"\1", text)
         if self.media_dir is not None:
             text = text.replace(str(self.media_dir) + os.sep, "")
+        text = re.sub(r" \(relative paths resolve against [^)]*\)", "", text)
         return re.sub(r"\[Errno -?\d+\] ", "", text)
 
     def new_upload_path(self, filename: str) -> tuple[str, Path]:
@@ -142,7 +150,8 @@ class Media:
         folder.mkdir(parents=True)
         return file_id, folder / safe
 
-    def add_upload(self, file_id: str, path: Path, filename: str, size: int, param: str) -> Upload:
+    def add_upload(self, file_id: str, path: Path, filename: str, size: int, param: str,
+                   temporary: bool = False) -> Upload:
         """Register a stored file once it is known to be a video; otherwise delete it and refuse."""
         from longvid.video import VideoError, probe
 
@@ -153,7 +162,7 @@ class Media:
             why = self.public(_first_line(err)).replace(f"{file_id} is not a readable video: ", "")
             raise HTTPError(400, f'"{param}": {filename!r} is not a readable video: {why}', param,
                             code="invalid_video") from None
-        upload = Upload(file_id, filename, size, int(time.time()), path)
+        upload = Upload(file_id, filename, size, int(time.time()), path, temporary=temporary)
         with self.lock:
             self.uploads[file_id] = upload
         return upload
@@ -174,13 +183,13 @@ class Media:
             raise HTTPError(400, f'"{param}": the data: URL is not valid base64', param) from None
         file_id, path = self.new_upload_path("data" + _suffix(head))
         path.write_bytes(data)
-        return self.add_upload(file_id, path, path.name, len(data), param)
+        return self.add_upload(file_id, path, path.name, len(data), param, temporary=True)
 
     def download(self, url: str, param: str) -> Upload:
         file_id, path = self.new_upload_path(Path(urllib.parse.urlsplit(url).path).name or "video")
         size = 0
         try:
-            with urllib.request.urlopen(url, timeout=30) as response, open(path, "wb") as out:
+            with _OPENER.open(url, timeout=30) as response, open(path, "wb") as out:
                 while chunk := response.read(1 << 20):
                     size += len(chunk)
                     if size > self.max_upload_bytes:
@@ -192,7 +201,16 @@ class Media:
         except (OSError, ValueError) as err:
             shutil.rmtree(path.parent, ignore_errors=True)
             raise HTTPError(400, f'"{param}": cannot fetch {url!r}: {_first_line(err)}', param) from None
-        return self.add_upload(file_id, path, path.name, size, param)
+        return self.add_upload(file_id, path, path.name, size, param, temporary=True)
+
+    def release(self, path: Path | None) -> None:
+        """Remove the temporary upload (a data: URL, a download) stored at ``path``, once its request has ended."""
+        with self.lock:
+            found = next((u for u in self.uploads.values() if u.temporary and u.path == path), None)
+            if found is not None:
+                self.uploads.pop(found.id)
+        if found is not None:
+            shutil.rmtree(found.path.parent, ignore_errors=True)
 
     def delete(self, file_id: str) -> Upload:
         upload = self.upload(file_id)
@@ -203,10 +221,26 @@ class Media:
 
     def list_uploads(self) -> list[dict]:
         with self.lock:
-            return [u.describe() for u in self.uploads.values()]
+            return [u.describe() for u in self.uploads.values() if not u.temporary]
 
     def close(self) -> None:
-        shutil.rmtree(self.upload_dir, ignore_errors=True)
+        if self.remove_at_close:
+            shutil.rmtree(self.upload_dir, ignore_errors=True)
+        else:
+            for upload in list(self.uploads.values()):
+                shutil.rmtree(upload.path.parent, ignore_errors=True)
+
+
+class _HTTPOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) URLs only (urllib's default also follows them to ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, f"redirected to {newurl!r}, which is not http(s)", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HTTPOnlyRedirects)
 
 
 def _suffix(head: str) -> str:

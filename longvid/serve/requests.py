@@ -172,10 +172,12 @@ def read_messages(messages, limits: Limits, *, video_required: bool = True) -> t
     if not question:
         raise HTTPError(400, '"messages": the user turn has no question text; add a {"type": "text"} part',
                         "messages")
-    if len(question) > limits.max_question_chars:
-        raise HTTPError(400, f'"messages": the question has {len(question)} characters, more than this server takes '
-                             f"({limits.max_question_chars}, --max-question-chars); shorten it", "messages")
-    return video, question, ("\n".join(system) if system else None)
+    system = "\n".join(system) if system else None
+    if len(question) + len(system or "") > limits.max_question_chars:
+        raise HTTPError(400, f'"messages": the question and system prompt have {len(question) + len(system or "")} '
+                             f"characters, more than this server takes ({limits.max_question_chars}, "
+                             "--max-question-chars); shorten them", "messages")
+    return video, question, system
 
 
 def run_options(body: dict, default: RunOptions | None = None) -> RunOptions:
@@ -188,6 +190,11 @@ def run_options(body: dict, default: RunOptions | None = None) -> RunOptions:
     settings = body.get("settings") or {}
     if not isinstance(settings, dict):
         raise HTTPError(400, f'"settings" must be an object of the method\'s settings, got {settings!r}', "settings")
+    for key in ("keep", "budget", "name"):
+        if key in settings:
+            where = '"method"' if key == "name" else f'"{key}"'
+            raise HTTPError(400, f'"settings.{key}" is not a method setting; pass it as {where} beside "settings"',
+                            f"settings.{key}")
     keep, budget = number(body, "keep"), integer(body, "budget")
     if method == default.method:
         settings = default.settings | settings
@@ -246,15 +253,24 @@ def generation(body: dict, limits: Limits) -> Generation:
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral)):
         raise HTTPError(400, f'"seed": {seed!r} must be an integer', "seed")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise HTTPError(400, f'"seed": {seed} is out of range: it must be 0 to 2**63 - 1', "seed")
     stop = body.get("stop")
     stop = () if stop is None else (stop,) if isinstance(stop, str) else stop
-    if not isinstance(stop, (list, tuple)) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
-        raise HTTPError(400, f'"stop": {body.get("stop")!r} must be a string or up to 4 non-empty strings', "stop")
+    if not isinstance(stop, (list, tuple)) or len(stop) > 4 or not all(isinstance(s, str) and 0 < len(s) <= 256
+                                                                        for s in stop):
+        raise HTTPError(400, f'"stop": {_short(body.get("stop"))} must be a string or up to 4 non-empty strings of '
+                             "at most 256 characters", "stop")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise HTTPError(400, '"stream_options" must be an object', "stream_options")
     return Generation(max_tokens, float(temperature), float(top_p), seed, tuple(stop),
                       optional_bool(body, "stream", False), bool(options.get("include_usage", False)))
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ----- typed fields ------------------------------------------------------------------------------------------------

@@ -111,16 +111,32 @@ class SessionStore:
             return entry
 
     def update(self, entry: Entry) -> None:
-        """Re-measure a session after it grew (streamed frames); evict others if the budget requires."""
+        """Re-measure a session after it grew (streamed frames); evict others if the budget requires. Raises
+        ValueError (and drops the session) if it alone has outgrown the budget."""
         size = session_bytes(entry.session)
         with self.lock:
             entry.bytes, entry.kv_bytes = size, kv_bytes(entry.session.cache)
-            while self.used_bytes > self.memory_bytes and len(self.entries) > 1:
-                oldest = next(iter(self.entries))
-                if oldest == entry.id:
+            if entry.id not in self.entries:  # deleted while it was growing
+                return
+            if size > self.memory_bytes:
+                budget = f"{self.memory_bytes / 2**20:.1f} MiB"
+                self.entries.pop(entry.id)
+                self._forget(entry.id, f"dropped: its frames grew it to {size / 2**20:.1f} MiB, more than the "
+                                       f"server's session memory ({budget})")
+                raise ValueError(f"these frames grew the session to {size / 2**20:.1f} MiB, more than the server's "
+                                 f"session memory ({budget}), so it was dropped; create it again with a smaller keep "
+                                 "or budget (a press holds the cache at its budget), or send fewer frames")
+            for other in [sid for sid in self.entries if sid != entry.id]:
+                if self.used_bytes <= self.memory_bytes:
                     break
-                self.entries.pop(oldest)
-                self._forget(oldest, "evicted to make room within the server's session memory")
+                self.entries.pop(other)
+                self._forget(other, "evicted to make room within the server's session memory")
+
+    def drop(self, session_id: str, why: str) -> None:
+        """Forget a session that can no longer answer, saying why to whoever asks for it next."""
+        with self.lock:
+            if self.entries.pop(session_id, None) is not None:
+                self._forget(session_id, why)
 
     def delete(self, session_id: str) -> Entry:
         with self.lock:

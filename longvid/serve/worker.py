@@ -32,6 +32,9 @@ class Cancelled(Exception):
     """The job's client went away (or the server is shutting down)."""
 
 
+DONE = object()  # the end of a job's event stream
+
+
 class Job:
     """A unit of model work: ``fn(job)`` runs on the worker thread; ``events`` carries what it emits to the loop."""
 
@@ -56,13 +59,16 @@ class Job:
         self.cancelled.set()
 
     def _resolve(self, result=None, error: BaseException | None = None) -> None:
+        """Settle the future and end the event stream (after everything emitted before), whether the job ran or
+        was dropped, so a streaming response never waits forever."""
         def done():
-            if self.future.done():
-                return
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(result)
+            if not self.future.done():
+                if error is not None:
+                    self.future.set_exception(error)
+                else:
+                    self.future.set_result(result)
+            if self.events is not None:
+                self.events.put_nowait(DONE)
         self.loop.call_soon_threadsafe(done)
 
 
@@ -74,7 +80,9 @@ class DeviceWorker:
         self.thread = threading.Thread(target=self._run, name="longvid-device", daemon=True)
         self.running: Job | None = None
         self.recent = collections.deque(maxlen=32)  # seconds of recent jobs, for Retry-After
-        self.completed = 0
+        self.completed = 0  # jobs that ran (answered or failed)
+        self.cancelled = 0  # jobs whose client went away: dropped from the queue, or stopped while running
+        self.stopping = False
 
     def start(self) -> None:
         self.thread.start()
@@ -83,8 +91,24 @@ class DeviceWorker:
         try:
             self.queue.put_nowait(job)
         except queue.Full:
-            raise QueueFull(self.retry_after()) from None
+            if not self._drop_cancelled():
+                raise QueueFull(self.retry_after()) from None
+            self.queue.put_nowait(job)
         return job
+
+    def _drop_cancelled(self) -> int:
+        """Free the places of waiting jobs whose clients went away (so they do not cause 429s); how many."""
+        with self.queue.mutex:
+            waiting = list(self.queue.queue)
+            gone = [j for j in waiting if j is not None and j.cancelled.is_set()]
+            if gone:
+                self.queue.queue.clear()
+                self.queue.queue.extend(j for j in waiting if j is None or not j.cancelled.is_set())
+                self.queue.not_full.notify(len(gone))
+        for job in gone:
+            self.cancelled += 1
+            job._resolve(error=Cancelled())
+        return len(gone)
 
     async def run(self, fn, loop: asyncio.AbstractEventLoop | None = None):
         """Submit ``fn`` and wait for its result; cancelling the awaiting task cancels the job."""
@@ -109,7 +133,10 @@ class DeviceWorker:
             job = self.queue.get()
             if job is None:
                 return
+            if self.stopping:
+                job.cancel()
             if job.cancelled.is_set():
+                self.cancelled += 1
                 job._resolve(error=Cancelled())
                 continue
             self.running = job
@@ -117,16 +144,21 @@ class DeviceWorker:
             try:
                 result = job.fn(job)
             except BaseException as err:  # handed to the request, which turns it into a response
+                if isinstance(err, Cancelled):
+                    self.cancelled += 1
+                else:
+                    self.completed += 1
                 job._resolve(error=err)
             else:
+                self.completed += 1
                 job._resolve(result)
             finally:
                 self.recent.append(time.perf_counter() - t0)
-                self.completed += 1
                 self.running = None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Cancel what waits, let the running job stop at its next check (it is cancelled too), end the thread."""
+        self.stopping = True  # a job the thread has just taken off the queue is cancelled too
         while True:
             try:
                 job = self.queue.get_nowait()
