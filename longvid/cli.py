@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import sys
 import warnings
@@ -526,6 +527,68 @@ def method_settings(settings: list[str]) -> dict:
             fail(f"--set takes METHOD.KEY=VALUE, got {item!r}; e.g. --set prunevid.layer=2")
         parsed.setdefault(name, {}).update(parse_settings([rest], name))
     return parsed
+
+
+def parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not int(m.group(1)) < int(m.group(2)):
+        fail(f"--shard {text} is invalid: pass I/N with 0 <= I < N, e.g. --shard 0/4")
+    return int(m.group(1)), int(m.group(2))
+
+
+def eval_benchmark(name: str):
+    """The ``longvid eval NAME`` command of one benchmark reader."""
+
+    @user_errors(EVAL)
+    def command(
+        data: Path = typer.Option(..., help="Folder the benchmark was downloaded into (its released layout)."),
+        model: Optional[str] = typer.Option(None, help="Checkpoint directory (default: the bundled longvid-tiny)."),
+        methods: str = typer.Option("full", help="Comma-separated methods (`longvid methods`); full and the "
+                                                 "equal-budget controls uniform and random are always added."),
+        keep: str = typer.Option("0.5,0.25", help="Comma-separated keep ratios for every method but full."),
+        fps: Optional[float] = typer.Option(None, help="Frames per second sampled from each video (default 1)."),
+        frames: Optional[int] = typer.Option(None, help="Frames sampled uniformly from each video (instead of --fps)."),
+        max_frames: Optional[int] = typer.Option(None, help="Cap on sampled frames per video."),
+        limit: Optional[int] = typer.Option(None, help="Evaluate the first N questions (whole videos)."),
+        shard: Optional[str] = typer.Option(None, help="I/N: every N-th video from the I-th (into its own folder)."),
+        skip_missing: bool = typer.Option(False, help="Leave out questions whose video file is missing."),
+        max_new_tokens: int = typer.Option(16, help="Answer length cap."),
+        settings: list[str] = typer.Option([], "--set", help="METHOD.KEY=VALUE stage setting, repeatable."),
+        out_dir: Optional[str] = typer.Option(None, "--out", help="Parent of the results folder (default "
+                                                                  "./longvid-eval)."),
+    ):
+        from longvid.eval.runner import BenchSettings, prepare_bench, run_bench
+
+        chosen = BenchSettings(name=name, data=str(data), methods=split_list(methods, str, "--methods"),
+                               keeps=split_list(keep, float, "--keep"), fps=fps, frames=frames,
+                               max_frames=max_frames, model=model, limit=limit, shard=parse_shard(shard),
+                               skip_missing=skip_missing, max_new_tokens=max_new_tokens, out=out_dir,
+                               overrides=method_settings(settings))
+        prepared = prepare_bench(chosen, command="longvid " + " ".join(sys.argv[1:]), log=lambda m: err.print(m))
+        with Bars() as bars:
+            folder = run_bench(prepared, log=bars.log, progress=lambda d, t: bars("answering", d, t))
+        print((folder / "table.md").read_text(), end="")
+        print(f"results: {folder}")
+
+    command.__doc__ = EVAL_HELP[name] + (
+        "\n\nEach video is decoded once; query-agnostic methods answer all of its questions from one encode. Writes "
+        "samples.jsonl, table.md (accuracy +- SE clustered by video, paired delta vs full with a 95% interval, per "
+        "category), summary.json and a plot; the same command continues an interrupted run.")
+    return command
+
+
+EVAL_HELP = {  # the layouts each reader takes: longvid/eval/readers.py
+    "videomme": "Video-MME: videomme/test-*.parquet and data/{videoID}.mp4.",
+    "mlvu": "MLVU dev: json/{1_plotQA,...}.json and video/{task}/..., or the hub's mlvu/test-*.parquet.",
+    "longvideobench": "LongVideoBench validation: lvb_val.json (or validation-*.parquet) and videos/.",
+    "egoschema": "EgoSchema subset: questions.json + subset_answers.json (or Subset/test-*.parquet) and videos/.",
+    "nextqa": "NExT-QA multiple choice (val): val.csv and NExTVideo/ (flat, or through map_vid_vidorID.json).",
+    "lvbench": "LVBench: video_info.meta.jsonl (or data/train-*.parquet) and {key}.mp4 videos.",
+}
+for _name in EVAL_HELP:
+    eval_app.command(_name)(eval_benchmark(_name))
 
 
 @eval_app.command("synth")
