@@ -60,9 +60,12 @@ class BenchSettings:
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from longvid.methods.registry import METHODS
+        from longvid.methods.registry import METHODS, is_composition, parse_composition, unknown_methods
 
-        unknown = [m for m in self.methods if m not in METHODS]
+        for m in self.methods:
+            if is_composition(m):
+                parse_composition(m)  # its own one-line error names the part
+        unknown = unknown_methods(self.methods)
         if unknown or not self.methods:
             raise ValueError(f"{option('methods', ','.join(self.methods))} has unknown methods "
                              f"({', '.join(unknown) or 'none given'}); pass a comma list of: {', '.join(METHODS)}")
@@ -92,9 +95,9 @@ class BenchSettings:
         return list(dict.fromkeys(["full", *self.methods, *extra]))
 
     def runs(self) -> list[tuple[str, float | None]]:
-        from longvid.methods.registry import METHODS
+        from longvid.methods.registry import takes_keep
 
-        return [(m, k) for m in self.all_methods() for k in (self.keeps if METHODS[m].keep_ratio else [None])]
+        return [(m, k) for m in self.all_methods() for k in (self.keeps if takes_keep(m) else [None])]
 
     def method(self, name: str, keep: float | None):
         from longvid.methods.registry import get_method

@@ -79,13 +79,98 @@ def get_method(name: str, keep: float | None = None, budget: int | None = None, 
 
     Without either, the preset's default operating point applies (``longvid methods`` lists them). ``settings``
     go to the stages that have them (e.g. ``layer=8`` for PruneVid); an unknown setting or a value of the wrong
-    type raises a ValueError that lists the preset's settings.
+    type raises a ValueError that lists the preset's settings. ``name`` may be a composition of presets
+    (`compose`): ``"uniform:0.5+evs:0.5+knorm"``.
     """
+    if is_composition(name):
+        if keep is not None or budget is not None or settings:
+            what = "keep" if keep is not None else "budget" if budget is not None else "settings"
+            raise ValueError(f"{option(what, keep if what == 'keep' else budget if what == 'budget' else settings)}"
+                             f" does not apply to the composition {name!r}: give each part its own ratio or budget "
+                             "inside it (e.g. evs:0.5, knorm:4096)")
+        return compose(name)
     spec = check_name(name)
     check_keep_budget(keep, budget)
     method = spec.build(keep, budget, settings)
     method.keep, method.budget = method.keep if keep is None else keep, budget
     return method
+
+
+def is_composition(name: str) -> bool:
+    return isinstance(name, str) and ("+" in name or ":" in name)
+
+
+def parse_composition(text: str) -> list[tuple[str, float | None, int | None]]:
+    """``"uniform:0.5+evs:0.5+knorm:4096"`` -> ``[("uniform", 0.5, None), ("evs", 0.5, None), ("knorm", None,
+    4096)]``: a ratio has a decimal point (or is 1), a budget is a whole number of visual tokens (or KV entries)."""
+    parts = []
+    for part in text.split("+"):
+        name, colon, amount = part.strip().partition(":")
+        if not name:
+            raise ValueError(f"{option('method', text)} has an empty part; write presets joined by '+', each with an "
+                             "optional :ratio or :budget, e.g. uniform:0.5+evs:0.5+knorm")
+        if name not in METHODS:
+            raise ValueError(f"{option('method', text)}: unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+        keep = budget = None
+        if colon:
+            try:
+                if "." in amount or amount.strip() == "1":
+                    keep = float(amount)
+                else:
+                    budget = int(amount)
+            except ValueError:
+                raise ValueError(f"{option('method', text)}: {part!r} needs a ratio in (0, 1] (evs:0.5) or a budget "
+                                 f"of tokens (knorm:4096) after the colon") from None
+            try:
+                check_keep_budget(keep, budget)
+            except ValueError as err:
+                raise ValueError(f"{option('method', text)}: {part.strip()!r}: {err}") from None
+        parts.append((name, keep, budget))
+    return parts
+
+
+def compose(text: str):
+    """A `Method` named ``text`` from the stages of the presets it joins, in data-flow order: at most one frame
+    selector, the token reducers in the order written, at most one layer pruner and one KV press. Each part is built
+    as ``get_method(part, keep=..., budget=...)`` would build it."""
+    from longvid.methods.compose import Method
+
+    method = Method(text)
+    owner = {}
+    for name, keep, budget in parse_composition(text):
+        part = get_method(name, keep=keep, budget=budget)
+        for slot in ("frame_selector", "layer_pruner", "press"):
+            stage = getattr(part, slot)
+            if stage is None:
+                continue
+            if getattr(method, slot) is not None:
+                kind = {"frame_selector": "frame selector", "layer_pruner": "layer pruner", "press": "KV press"}[slot]
+                raise ValueError(f"{option('method', text)}: {owner[slot]!r} and {name!r} both bring a {kind}; a "
+                                 f"method has at most one")
+            setattr(method, slot, stage)
+            owner[slot] = name
+        method.token_reducers.extend(part.token_reducers)
+    return method
+
+
+def takes_keep(name: str) -> bool:
+    """Whether a run's keep ratio applies to ``name`` (False for ``full``, ``prunevid-merge`` and compositions,
+    which carry their own)."""
+    return not is_composition(name) and check_name(name).keep_ratio
+
+
+def unknown_methods(names) -> list[str]:
+    """The names that are neither presets nor valid compositions of presets."""
+    bad = []
+    for name in names:
+        if is_composition(name):
+            try:
+                parse_composition(name)
+            except ValueError:
+                bad.append(name)
+        elif name not in METHODS:
+            bad.append(name)
+    return bad
 
 
 def query_agnostic_methods() -> list[str]:

@@ -69,7 +69,12 @@ class EvalSettings:
         from longvid.methods.registry import METHODS
 
         methods = option("methods", ",".join(self.methods))
-        unknown = [m for m in self.methods if m not in METHODS]
+        from longvid.methods.registry import is_composition, parse_composition, unknown_methods
+
+        for m in self.methods:
+            if is_composition(m):
+                parse_composition(m)  # its own one-line error names the part
+        unknown = unknown_methods(self.methods)
         if unknown or not self.methods:
             raise ValueError(f"{methods} has unknown methods ({', '.join(unknown) or 'none given'}); pass a comma list "
                              f"of: {', '.join(METHODS)}")
@@ -102,9 +107,9 @@ class EvalSettings:
     @staticmethod
     def takes_keep(name: str) -> bool:
         """False for methods whose retention is not set by a keep ratio (``full``, ``prunevid-merge``)."""
-        from longvid.methods.registry import METHODS
+        from longvid.methods.registry import takes_keep as keeps
 
-        return METHODS[name].keep_ratio
+        return keeps(name)
 
     def runs(self) -> list[tuple[str, float | None]]:
         """(method, keep) pairs in order: each method at every keep, once for methods without a keep ratio."""
