@@ -449,6 +449,69 @@ def serve(
     err.print("stopped", markup=False)
 
 
+BENCH = Interface("cli", flags=dict(ASK.flags, keeps="--keep", methods="--methods", tokens="--tokens"),
+                  settings="--set {key}={value}")
+
+
+@app.command()
+@user_errors(BENCH)
+def bench(
+    model: Optional[str] = typer.Option(None, help="Checkpoint directory or longvid-tiny (or use --config)."),
+    config: Optional[Path] = typer.Option(None, help="A model config JSON (e.g. a real-size one) built with random "
+                                                     "weights: speed and memory do not depend on weight values."),
+    layers: Optional[int] = typer.Option(None, help="With --config: LLM layers (fewer to fit a CPU)."),
+    vision_layers: Optional[int] = typer.Option(None, help="With --config: vision encoder layers."),
+    tokens: str = typer.Option("1024,4096", help="Comma-separated visual-token counts."),
+    methods: str = typer.Option("full,evs,knorm", help="Comma-separated methods (full always runs)."),
+    keep: str = typer.Option("0.25", help="Comma-separated keep ratios for every method but full."),
+    runs: int = typer.Option(3, help="Timed runs per case (medians are reported)."),
+    warmup: int = typer.Option(1, help="Untimed runs first."),
+    new_tokens: int = typer.Option(16, help="Tokens generated per run (for the per-token time)."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+    attn: str = typer.Option("sdpa", help="Attention implementation: sdpa, eager, flash_attention_2."),
+    chunk_size: int = typer.Option(DEFAULT_CHUNK, help="Prefill chunk, tokens."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for table.md, results.json and the plots "
+                                                              "(default ./longvid-bench)."),
+):
+    """Time decode, vision, reduction, prefill and decoding, and measure peak memory and KV bytes, per method at
+    given visual-token counts; a table, plots and a JSON last line."""
+    import platform
+
+    from longvid.bench import BenchPlan, plot, random_model, run_bench, table
+    from longvid.output import writable_folder
+
+    plan = BenchPlan(tokens=split_list(tokens, int, "--tokens"), methods=split_list(methods, str, "--methods"),
+                     keeps=split_list(keep, float, "--keep"), runs=runs, warmup=warmup, new_tokens=new_tokens,
+                     chunk_size=chunk_size)
+    if (model is None) == (config is None):
+        fail("pass one of --model DIR (or longvid-tiny) and --config FILE")
+    if config is None and (layers is not None or vision_layers is not None):
+        fail("--layers and --vision-layers apply to --config models only")
+    if config is not None:
+        from longvid.bench import read_config
+
+        read_config(config)  # a bad config is one line before anything is written
+    folder = writable_folder(Path(out_dir or "longvid-bench"), option="out")
+    import longvid
+
+    if config is not None:
+        lm = random_model(config, device=device, dtype=dtype, attn=attn, layers=layers, vision_layers=vision_layers)
+    else:
+        lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn)
+    for name, value in plan.cases():
+        longvid.get_method(name, keep=value).check_model(lm.adapter)
+    result = run_bench(lm, plan, folder=folder, log=lambda m: err.print(m, markup=False))
+    result.update(model=str(config or model), layers=layers, vision_layers=vision_layers, runs=runs, warmup=warmup,
+                  command="longvid " + " ".join(sys.argv[1:]), machine=platform.machine(), cpus=os.cpu_count())
+    text = table(result)
+    (folder / "table.md").write_text(f"Command: `{result['command']}`\n\n" + text)
+    (folder / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, folder)
+    print(text, end="")
+    print(json.dumps(result))
+
+
 @app.command()
 @user_errors(ASK)
 def info(
