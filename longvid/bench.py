@@ -21,7 +21,8 @@ kept prompt: the linear layers' ``2 * T * params`` plus causal attention's ``2 *
 prints the table and a JSON last line.
 
     longvid bench --model longvid-tiny --tokens 1024,4096 --methods full,evs,knorm --keep 0.25
-    longvid bench --config shared/configs/qwen2_5_vl_7b.json --device cuda --dtype bfloat16 --tokens 16384,65536,131072
+    longvid bench --config benchmarks/configs/qwen2_5_vl_7b.json --device cuda --dtype bfloat16 \\
+        --tokens 16384,65536,131072
 """
 
 from __future__ import annotations
