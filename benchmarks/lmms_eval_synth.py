@@ -11,8 +11,10 @@ then, in two shells (lmms-eval in its own environment: ``pip install lmms-eval``
 base_url=http://127.0.0.1:8000/v1,api_key=EMPTY,pass_video_url=True,max_frames_num=60 \
         --include_path /tmp/lvs/task --tasks longvid_synth --batch_size 1 --output_path /tmp/lvs/logs
 
-The task (``task/longvid_synth.yaml`` + ``task/utils.py``) reads ``videos/questions.jsonl`` and scores the first
-letter of each reply against the truth (``accuracy``), as ``longvid eval synth`` does.
+The task (``task/longvid_synth.yaml`` + ``task/utils.py``, written by `longvid.eval.lmms_task`) reads
+``videos/questions.jsonl`` and scores the first standalone letter of each reply against the truth (``accuracy``).
+lmms-eval can also run longvid in-process: ``--model longvid --model_args pretrained=longvid-tiny,method=evs,...``
+(`longvid.eval.lmms_model`).
 """
 
 from __future__ import annotations
@@ -20,56 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-
-TASK_YAML = """\
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {questions}
-task: longvid_synth
-test_split: test
-output_type: generate_until
-doc_to_visual: !function utils.doc_to_visual
-doc_to_text: !function utils.doc_to_text
-doc_to_target: !function utils.doc_to_target
-process_results: !function utils.process_results
-generation_kwargs:
-  max_new_tokens: 4
-  temperature: 0
-  do_sample: false
-metric_list:
-  - metric: accuracy
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  - version: 0.0
-"""
-
-TASK_UTILS = '''\
-"""lmms-eval task functions for longvid's synthetic suite (written by benchmarks/lmms_eval_synth.py)."""
-
-import os
-import re
-
-VIDEOS = {videos!r}
-
-
-def doc_to_visual(doc):
-    return [os.path.join(VIDEOS, doc["video"])]
-
-
-def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return doc["question"]  # the question, its four options and "Answer with the letter."
-
-
-def doc_to_target(doc):
-    return doc["answer"]
-
-
-def process_results(doc, results):
-    match = re.search(r"\\b([ABCD])\\b", results[0] if results else "")
-    return {{"accuracy": float(match is not None and match.group(1) == doc["answer"])}}
-'''
 
 
 def main() -> None:
@@ -79,15 +31,10 @@ def main() -> None:
     parser.add_argument("--length", type=float, default=60.0, help="seconds per video")
     parser.add_argument("--seed", type=int, default=0, help="evaluation seed (as longvid eval synth --seed)")
     args = parser.parse_args()
-    from longvid.synth.seeds import eval_seed
-    from longvid.synth.suite import write_suite
+    from longvid.eval.lmms_task import write_synth_task
 
-    videos = (args.out / "videos").resolve()
-    write_suite(videos, split="eval", n_videos=args.videos, seconds=args.length, seed=eval_seed(args.seed))
-    task = args.out / "task"
-    task.mkdir(parents=True)
-    (task / "longvid_synth.yaml").write_text(TASK_YAML.format(questions=videos / "questions.jsonl"))
-    (task / "utils.py").write_text(TASK_UTILS.format(videos=str(videos)))
+    write_synth_task(args.out, n_videos=args.videos, length=args.length, seed=args.seed)
+    videos, task = (args.out / "videos").resolve(), args.out / "task"
     n = sum(1 for _ in open(videos / "questions.jsonl"))
     print(f"{n} questions about {args.videos} videos of {args.length:g} s in {videos}; the task in {task}")
     print(f"longvid serve --model longvid-tiny --media-dir {videos} --port 8000 [--method evs --keep 0.5]")
