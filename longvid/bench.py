@@ -17,8 +17,8 @@ after ``--warmup`` untimed runs, ``--runs`` timed runs each decode the frames fr
 Medians over the timed runs. For methods that reduce tokens before the LLM, the table sets the measured prefill
 speedup over ``full`` beside the FLOP-ideal one (dense prefill FLOPs of the LLM at the full prompt over those at the
 kept prompt: the linear layers' ``2 * T * params`` plus causal attention's ``2 * T^2 * hidden`` per layer). Writes
-``table.md``, ``results.json`` and two plots (TTFT, peak memory against visual tokens, the FLOP-ideal TTFT dashed) and
-prints the table and a JSON last line.
+``table.md``, ``results.json`` and two plots (TTFT, peak memory against visual tokens; dashed: each reducer's TTFT
+with its prefill at the FLOP-ideal time) and prints the table and a JSON last line.
 
     longvid bench --model longvid-tiny --tokens 1024,4096 --methods full,evs,knorm --keep 0.25
     longvid bench --config benchmarks/configs/qwen2_5_vl_7b.json --device cuda --dtype bfloat16 \\
@@ -285,13 +285,13 @@ def plot(result: dict, folder: Path) -> list[Path]:
                 ideal = []
                 for x, _, r in pts:
                     full = next(f for f in rows if f["tokens"] == r["tokens"] and f["method"] == "full")
-                    ideal.append(full["ttft_s"] - full["prefill_s"] + full["prefill_s"] / r["ideal_speedup"])
+                    ideal.append(r["ttft_s"] - r["prefill_s"] + full["prefill_s"] / r["ideal_speedup"])
                 ax.plot([p[0] for p in pts], ideal, linestyle="--", color=line.get_color(), alpha=0.6)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("visual tokens")
         ax.set_ylabel(label)
-        ax.set_title(f"{result['family']} on {result['device']}" + (" (dashed: FLOP-ideal prefill)"
+        ax.set_title(f"{result['family']} on {result['device']}" + (" (dashed: prefill at FLOP-ideal)"
                                                                     if key == "ttft_s" else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
