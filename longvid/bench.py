@@ -195,7 +195,7 @@ def run_bench(lm, plan: BenchPlan, *, folder: Path | None = None, log=print) -> 
     import torch
 
     from longvid.methods.registry import get_method
-    from longvid.synth.evaluate import PeakMemory
+    from longvid.eval.common import PeakMemory
 
     folder = Path(folder or tempfile.mkdtemp(prefix="longvid-bench-"))
     device = lm.adapter.device

@@ -674,7 +674,7 @@ def eval_synth(
     The results folder is named from the settings; running the same command again continues an interrupted run
     where it stopped (never a duplicated row) or, when it is complete, prints its table.
     """
-    from longvid.synth.evaluate import EvalSettings, prepare_eval, run_eval
+    from longvid.eval.synth import EvalSettings, prepare_eval, run_eval
 
     settings = EvalSettings(methods=split_list(methods, str, "--methods"), keeps=split_list(keep, float, "--keep"),
                             lengths=split_list(length, float, "--length"), n=n, seed=seed, fps=fps, model=model,

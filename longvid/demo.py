@@ -52,7 +52,7 @@ def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, m
 
     import longvid
     from longvid.synth import eval_seed, make_questions, make_video_spec, write_video
-    from longvid.synth.evaluate import parse_letter
+    from longvid.eval.synth import parse_letter
     from longvid.video.options import SamplingOptions
 
     console = console or Console()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from longvid.cli import app
 from longvid.synth import KINDS, split_of
-from longvid.synth.evaluate import EvalSettings, clustered_se, parse_letter, run_eval, select_questions
+from longvid.eval.synth import EvalSettings, clustered_se, parse_letter, run_eval, select_questions
 
 
 def test_select_questions_takes_n_per_kind_from_eval_seeds_only():

@@ -20,7 +20,7 @@ from longvid.methods.compose import Method
 from longvid.pipeline import SamplingOptions
 from longvid.synth import QUADRANTS, make_video_spec, split_of, write_suite
 from longvid.methods.registry import get_method
-from longvid.synth.evaluate import answer_video, select_questions, tiny_model_path
+from longvid.eval.synth import answer_video, select_questions, tiny_model_path
 
 SEED = 900  # evaluation seeds eval_seed(900)..., away from the committed results (seed 0) and the demo
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from longvid.errors import check_positive, option
+from longvid.eval.common import load_done
 from longvid.eval.letters import extract_letter
 from longvid.eval.readers import Benchmark, Question, read_benchmark
 from longvid.eval.stats import clustered_se, paired_delta
@@ -162,7 +163,7 @@ def prepare_bench(settings: BenchSettings, *, lm=None, command: str | None = Non
 
     import longvid
     from longvid.output import writable_folder
-    from longvid.synth.evaluate import _folder_for, tiny_model_path
+    from longvid.eval.common import results_folder, tiny_model_path
 
     bench = read_benchmark(settings.name, settings.data, skip_missing=settings.skip_missing)
     videos = select(bench, settings.limit, settings.shard)
@@ -178,11 +179,11 @@ def prepare_bench(settings: BenchSettings, *, lm=None, command: str | None = Non
                   benchmark=dict(files=bench.files, note=bench.note, macro=bench.macro_average), started=time.strftime("%Y-%m-%d %H:%M:%S"),
                   torch=torch.__version__, python=platform.python_version(), device=str(lm.adapter.device),
                   machine=platform.machine(), cpus=os.cpu_count())
-    folder, resumed = _folder_for(parent, settings.folder_name(), config)
+    folder, resumed = results_folder(parent, settings.folder_name(), config)
     sizes = {v: len(qs) for v, qs in videos.items()}
     total = sum(sizes.values()) * len(settings.runs())
     if resumed:
-        done = _load_done(folder / "samples.jsonl", sizes)
+        done = load_done(folder / "samples.jsonl", _unit, lambda u: sizes.get(u[0]))
         left = total - sum(sizes[unit[0]] for unit in done)
         log(f"continuing {folder}: {left} of {total} answers left" if left else f"{folder} is complete")
     else:
@@ -194,31 +195,6 @@ def prepare_bench(settings: BenchSettings, *, lm=None, command: str | None = Non
 
 def _unit(row: dict) -> tuple:
     return row["video_path"], row["method"], row["keep"]
-
-
-def _load_done(samples: Path, sizes: dict) -> set:
-    """Complete units in ``samples``; the file is rewritten without a torn line or a unit cut short."""
-    if not samples.exists():
-        return set()
-    rows, torn = [], False
-    with open(samples) as f:
-        for line in f:
-            try:
-                if not line.endswith("\n"):
-                    raise ValueError
-                rows.append(json.loads(line))
-            except ValueError:
-                torn = True
-    counts = defaultdict(int)
-    for row in rows:
-        counts[_unit(row)] += 1
-    done = {unit for unit, n in counts.items() if n == sizes.get(unit[0])}
-    kept = [row for row in rows if _unit(row) in done]
-    if torn or len(kept) < len(rows):
-        tmp = samples.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        tmp.replace(samples)
-    return done
 
 
 def run_bench(prepared: PreparedBench, *, log=print, progress=None) -> Path:
@@ -272,7 +248,7 @@ class _Timing:
 def answer_questions(lm, frames, chosen, questions: list[Question], bench: Benchmark, max_new_tokens: int,
                      timing: _Timing) -> list[dict]:
     """One row per question for one video's frames and one Method."""
-    from longvid.synth.evaluate import PeakMemory
+    from longvid.eval.common import PeakMemory
 
     device = lm.adapter.device
     answers, peaks = [], []

@@ -16,12 +16,10 @@ new folder named from the settings (never overwritten)::
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
 import sys
-import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -31,6 +29,8 @@ import numpy as np
 import torch
 
 from longvid.errors import check_positive, option
+from longvid.eval.common import PeakMemory, load_done, results_folder, tiny_model_path
+from longvid.eval.stats import clustered_se
 from longvid.synth.questions import KINDS, LETTERS, make_questions
 from longvid.synth.seeds import EVAL_SEEDS, eval_seed
 from longvid.synth.spec import SECONDS_RANGE, make_video_spec
@@ -41,13 +41,6 @@ __all__ = ["tiny_model_path", "EvalSettings", "select_questions", "ensure_suite"
            "answer_video", "run_eval", "summarize"]
 
 DEFAULT_FPS = 1.0
-
-
-def tiny_model_path() -> Path:
-    """The bundled ``longvid-tiny`` checkpoint (trained by ``python -m longvid.synth.train``)."""
-    from longvid.models import BUNDLED_MODELS
-
-    return BUNDLED_MODELS["longvid-tiny"]
 
 
 @dataclass
@@ -152,70 +145,10 @@ def ensure_suite(seconds: float, n_videos: int, seed: int, blank: bool = False, 
 
 
 # ----- statistics ---------------------------------------------------------------------------------------------------
-def clustered_se(correct, clusters) -> float:
-    """Standard error of the mean of ``correct`` with questions clustered by ``clusters`` (e.g. video ids).
-
-    ``sqrt(G / (G - 1) * sum_g (sum_{i in g} (x_i - mean))^2) / N`` over G clusters (the CR1 sandwich estimator);
-    questions about the same video are not independent, so this is wider than the binomial SE.
-    """
-    x = np.asarray(correct, dtype=np.float64)
-    if len(x) == 0:
-        return float("nan")
-    groups = defaultdict(float)
-    for value, cluster in zip(x - x.mean(), clusters):
-        groups[cluster] += value
-    g = len(groups)
-    if g < 2:
-        return float("nan")
-    return math.sqrt(g / (g - 1) * sum(v * v for v in groups.values())) / len(x)
-
-
 def parse_letter(text: str) -> str | None:
     """The answer letter: the first character of the reply when it is A-D (upper or lower case), else None."""
     text = text.strip()
     return text[0].upper() if text and text[0].upper() in LETTERS else None
-
-
-class PeakMemory:
-    """Peak extra memory of a block: CUDA allocator peak on a GPU, else resident-set peak sampled every ~1 ms."""
-
-    def __init__(self, device):
-        self.device = torch.device(device)
-        self.peak = 0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-            return self
-        self.base = self.peak_rss = _rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.001):
-            self.peak_rss = max(self.peak_rss, _rss())
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak_rss, _rss()) - self.base
-        return False
-
-
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # not Linux: the peak reads as 0
-        return 0
 
 
 # ----- running ------------------------------------------------------------------------------------------------------
@@ -233,50 +166,8 @@ class PreparedEval:
     total: int
 
 
-def _folder_for(parent: Path, name: str, config: dict) -> tuple[Path, bool]:
-    """The folder of a run with ``config``: an existing one with the same settings and model (resumed), or the first
-    free name (``name``, ``name_2``, ...). Returns (folder, resumed)."""
-    for i in range(1, 10_000):
-        path = parent / (name if i == 1 else f"{name}_{i}")
-        if not path.exists():
-            return path, False
-        try:
-            old = json.loads((path / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if old.get("settings") == config["settings"] and old.get("model") == config["model"]:
-            return path, True
-    raise ValueError(f"too many result folders named {name} in {parent}; pass another {option('out')}")
-
-
 def _unit(row: dict) -> tuple:
     return row["length"], row["video"], row["method"], row["keep"]
-
-
-def _load_done(samples: Path, sizes: dict) -> set:
-    """Units whose every row is in ``samples``; rewrites the file without a torn last line or a unit cut short (a run
-    interrupted while writing), so the same command continues without a duplicated or missing row."""
-    if not samples.exists():
-        return set()
-    rows, torn = [], False
-    with open(samples) as f:
-        for line in f:
-            try:
-                if not line.endswith("\n"):
-                    raise json.JSONDecodeError("no newline", line, len(line))
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                torn = True
-    counts = defaultdict(int)
-    for row in rows:
-        counts[_unit(row)] += 1
-    done = {unit for unit, n in counts.items() if n == sizes.get(unit[:2])}
-    keep = [row for row in rows if _unit(row) in done]
-    if torn or len(keep) < len(rows):
-        tmp = samples.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in keep))
-        tmp.replace(samples)
-    return done
 
 
 def prepare_eval(settings: EvalSettings, *, lm=None, command: str | None = None, log=print) -> PreparedEval:
@@ -295,7 +186,7 @@ def prepare_eval(settings: EvalSettings, *, lm=None, command: str | None = None,
                   started=time.strftime("%Y-%m-%d %H:%M:%S"), torch=torch.__version__,
                   python=platform.python_version(), device=str(lm.adapter.device), machine=platform.machine(),
                   cpus=os.cpu_count())
-    folder, resumed = _folder_for(parent, settings.folder_name(), config)
+    folder, resumed = results_folder(parent, settings.folder_name(), config)
     plans = [(length, *select_questions(length, settings.n, settings.seed)) for length in settings.lengths]
     sizes = defaultdict(int)
     for length, _, rows in plans:
@@ -303,7 +194,7 @@ def prepare_eval(settings: EvalSettings, *, lm=None, command: str | None = None,
             sizes[(length, f"{row['video_id']}.mp4")] += 1
     total = sum(sizes.values()) * len(settings.runs())
     if resumed:
-        done = _load_done(folder / "samples.jsonl", sizes)
+        done = load_done(folder / "samples.jsonl", _unit, lambda u: sizes.get(u[:2]))
         left = total - sum(sizes[unit[:2]] for unit in done)
         log(f"continuing {folder}: {left} of {total} answers left" if left else f"{folder} is complete")
     else:
