@@ -30,7 +30,7 @@ import torch
 
 from longvid.errors import check_positive, option
 from longvid.eval.common import PeakMemory, load_done, results_folder, tiny_model_path
-from longvid.eval.stats import clustered_se
+from longvid.eval.stats import clustered_se, paired_delta
 from longvid.synth.questions import KINDS, LETTERS, make_questions
 from longvid.synth.seeds import EVAL_SEEDS, eval_seed
 from longvid.synth.spec import SECONDS_RANGE, make_video_spec
@@ -283,12 +283,23 @@ def summarize(folder: str | Path) -> str:
     for r in rows:
         groups[(r["length"], r["method"], r["keep"])].append(r)
     summary = []
+    ordinal, seen = [], defaultdict(int)  # a question is its (length, video, place in the video's unit)
+    for r in rows:
+        unit = (r["length"], r["video"], r["method"], r["keep"])
+        ordinal.append((r["length"], r["video"], seen[unit]))
+        seen[unit] += 1
+    key = {id(r): k for r, k in zip(rows, ordinal)}
+    reference = {key[id(r)]: r["correct"] for r in rows if r["method"] == "full"}
     for (length, method, keep), rs in groups.items():
         correct = [r["correct"] for r in rs]
+        paired = [r for r in rs if key[id(r)] in reference]
+        delta = paired_delta([r["correct"] for r in paired], [reference[key[id(r)]] for r in paired],
+                             [r["video"] for r in paired]) if method != "full" and paired else None
         by_kind = {k: [r["correct"] for r in rs if r["kind"] == k] for k in KINDS}
         summary.append(dict(
             length=length, method=method, keep=keep, n=len(rs), videos=len({r["video"] for r in rs}),
             accuracy=float(np.mean(correct)), se=clustered_se(correct, [r["video"] for r in rs]),
+            delta=None if delta is None else dict(mean=delta.mean, low=delta.low, high=delta.high, n=delta.n),
             kinds={k: float(np.mean(v)) for k, v in by_kind.items() if v},
             retention=float(np.mean([r["retention"] for r in rs])),
             llm_tokens=float(np.mean([r["llm_tokens"] for r in rs])),
@@ -305,21 +316,24 @@ def summarize(folder: str | Path) -> str:
         f"Device: {config['device']} ({config['machine']}, {config['cpus']} CPUs), torch {config['torch']}, "
         f"{config['started']}.",
         "",
-        "Accuracy in %, +- its standard error clustered by video; chance is 25 %. Retention: visual tokens (or, for KV "
+        "Accuracy in %, +- its standard error clustered by video; chance is 25 %. Delta: the paired difference from "
+        "`full` on the same questions, points, with its 95% interval (clustered by video). Retention: visual tokens (or, for KV "
         "presses, visual KV entries per layer and head) the answer attends to, over the sampled frames' tokens. TTFT: "
         "vision + reduction + prefill of video and question (median; video decoding excluded; a session's encode "
         "counts for each of its questions). Peak: extra memory during the video's encode and answers (median; CPU: "
         "resident set sampled every ms, coarse for a tiny model).",
         "",
-        "| length s | method | keep | n | accuracy % | retention | LLM tokens | TTFT ms | peak MiB | KV KiB |"
-        + "".join(f" {k} % |" for k in KINDS),
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(KINDS),
+        "| length s | method | keep | n | accuracy % | delta vs full | retention | LLM tokens | TTFT ms | peak MiB | "
+        "KV KiB |" + "".join(f" {k} % |" for k in KINDS),
+        "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|" + "---:|" * len(KINDS),
     ]
     for r in summary:
         keep = "-" if r["keep"] is None else f"{r['keep']:g}"
+        delta = "-" if r["delta"] is None else (f"{100 * r['delta']['mean']:+.1f} [{100 * r['delta']['low']:+.1f}, "
+                                                f"{100 * r['delta']['high']:+.1f}]")
         lines.append(
             f"| {r['length']:g} | {r['method']} | {keep} | {r['n']} | {100 * r['accuracy']:.1f} +- {100 * r['se']:.1f} "
-            f"| {r['retention']:.3f} | {r['llm_tokens']:.0f} | {r['ttft_ms']:.1f} | {r['peak_mib']:.1f} "
+            f"| {delta} | {r['retention']:.3f} | {r['llm_tokens']:.0f} | {r['ttft_ms']:.1f} | {r['peak_mib']:.1f} "
             f"| {r['kv_kib']:.0f} |" + "".join(f" {100 * r['kinds'][k]:.0f} |" if k in r["kinds"] else " - |"
                                                for k in KINDS))
     unparsed = sum(r["unparsed"] for r in summary)
