@@ -44,7 +44,7 @@ QUESTION = "What happens in the video? Answer in one sentence."
 class BenchPlan:
     tokens: list[int]
     methods: list[str] = field(default_factory=lambda: ["full"])
-    keeps: list[float] = field(default_factory=lambda: [0.25])
+    keeps: list[float | None] = field(default_factory=lambda: [0.25])  # None: each preset's own operating point
     runs: int = 3
     warmup: int = 1
     new_tokens: int = 16
@@ -60,7 +60,7 @@ class BenchPlan:
             raise ValueError(f"{option('methods', ','.join(self.methods))} has unknown methods ({', '.join(unknown)})"
                              "; `longvid methods` lists them")
         for k in self.keeps:
-            if not (isinstance(k, (int, float)) and 0 < k <= 1):
+            if k is not None and not (isinstance(k, (int, float)) and 0 < k <= 1):
                 raise ValueError(f"{option('keeps', k)} is invalid: every keep ratio must be in (0, 1]")
         check_positive("runs", self.runs, integer=True)
         check_positive("new_tokens", self.new_tokens, integer=True)
@@ -252,7 +252,7 @@ def table(result: dict) -> str:
              "TTFT s | peak MiB | KV MiB | prefill speedup x | FLOP-ideal x | of ideal |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
-        keep = "-" if r["keep"] is None else f"{r['keep']:g}"
+        keep = ("-" if r["method"] == "full" else "default") if r["keep"] is None else f"{r['keep']:g}"
 
         def fmt(x, spec):
             return "-" if x is None else format(x, spec)

@@ -463,7 +463,8 @@ def bench(
     vision_layers: Optional[int] = typer.Option(None, help="With --config: vision encoder layers."),
     tokens: str = typer.Option("1024,4096", help="Comma-separated visual-token counts."),
     methods: str = typer.Option("full,evs,knorm", help="Comma-separated methods (full always runs)."),
-    keep: str = typer.Option("0.25", help="Comma-separated keep ratios for every method but full."),
+    keep: str = typer.Option("0.25", help="Comma-separated keep ratios for every method but full; 'default' runs "
+                                          "each preset at its own operating point (`longvid methods`)."),
     runs: int = typer.Option(3, help="Timed runs per case (medians are reported)."),
     warmup: int = typer.Option(1, help="Untimed runs first."),
     new_tokens: int = typer.Option(16, help="Tokens generated per run (for the per-token time)."),
@@ -482,7 +483,9 @@ def bench(
     from longvid.output import writable_folder
 
     plan = BenchPlan(tokens=split_list(tokens, int, "--tokens"), methods=split_list(methods, str, "--methods"),
-                     keeps=split_list(keep, float, "--keep"), runs=runs, warmup=warmup, new_tokens=new_tokens,
+                     keeps=[None if k == "default" else float(k)
+                            for k in split_list(keep, keep_value, "--keep", "ratios (or default)")],
+                     runs=runs, warmup=warmup, new_tokens=new_tokens,
                      chunk_size=chunk_size)
     if (model is None) == (config is None):
         fail("pass one of --model DIR (or longvid-tiny) and --config FILE")
@@ -571,11 +574,12 @@ def eval_root(ctx: typer.Context):
         raise typer.Exit()
 
 
-def split_list(text: str, convert, flag: str) -> list:
+def split_list(text: str, convert, flag: str, kind: str | None = None) -> list:
     try:
         values = [convert(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        fail(f"{flag} {text!r} is not a comma-separated list of {convert.__name__} values; pass e.g. {flag} 0.5,0.25")
+        fail(f"{flag} {text!r} is not a comma-separated list of {kind or convert.__name__ + ' values'}; pass e.g. "
+             f"{flag} 0.5,0.25")
     if not values:
         fail(f"{flag} is empty; pass at least one value")
     return values
@@ -590,6 +594,11 @@ def method_settings(settings: list[str]) -> dict:
             fail(f"--set takes METHOD.KEY=VALUE, got {item!r}; e.g. --set prunevid.layer=2")
         parsed.setdefault(name, {}).update(parse_settings([rest], name))
     return parsed
+
+
+def keep_value(text: str) -> str:
+    """A keep ratio or the word ``default`` (checked as a float unless it is ``default``)."""
+    return text if text.strip() == "default" else str(float(text))
 
 
 def parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:

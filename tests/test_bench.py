@@ -21,16 +21,19 @@ def bench(*args):
 
 
 def test_bench_on_the_tiny_model(tmp_path):
-    r = bench("--model", "longvid-tiny", "--tokens", 128, "--methods", "evs,knorm", "--keep", 0.5, "--runs", 1,
-              "--warmup", 0, "--new-tokens", 2, "--out", tmp_path)
+    r = bench("--model", "longvid-tiny", "--tokens", 128, "--methods", "evs,knorm", "--keep", "0.5,default",
+              "--runs", 1, "--warmup", 0, "--new-tokens", 2, "--out", tmp_path)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    rows = {row["method"]: row for row in result["rows"]}
-    assert set(rows) == {"full", "evs", "knorm"} and all(set(row) == FIELDS for row in rows.values())
+    assert [(row["method"], row["keep"]) for row in result["rows"]] == [
+        ("full", None), ("evs", 0.5), ("evs", None), ("knorm", 0.5), ("knorm", None)]  # None: the preset's default
+    rows = {row["method"]: row for row in result["rows"] if row["keep"] in (None, 0.5) and
+            (row["method"] == "full" or row["keep"] == 0.5)}
+    assert set(rows) == {"full", "evs", "knorm"} and all(set(row) == FIELDS for row in result["rows"])
     assert rows["full"]["visual_tokens"] >= 128 and rows["evs"]["retention"] == 0.5
     assert rows["evs"]["kv_bytes"] < rows["full"]["kv_bytes"] and rows["knorm"]["kv_bytes"] < rows["full"]["kv_bytes"]
     assert rows["evs"]["ideal_speedup"] > 1 and rows["knorm"]["ideal_speedup"] is None  # presses: no FLOP ideal
-    assert "| visual tokens | method |" in r.stdout
+    assert "| visual tokens | method |" in r.stdout and "| evs | default |" in r.stdout
     assert {p.name for p in tmp_path.iterdir()} >= {"table.md", "results.json", "ttft_vs_tokens.png",
                                                      "peak_vs_tokens.png"}
 
@@ -51,6 +54,7 @@ def test_bad_bench_options_are_one_line(tmp_path):
     for args, words in ((["--model", "longvid-tiny", "--tokens", "0"], "--tokens 0 is invalid"),
                         (["--tokens", "64"], "pass one of --model"),
                         (["--model", "longvid-tiny", "--methods", "nope"], "--methods nope has unknown methods"),
+                        (["--model", "longvid-tiny", "--keep", "abc"], "is not a comma-separated list of ratios"),
                         (["--config", tmp_path / "none.json"], "cannot be read as a model config")):
         r = bench(*args, "--out", tmp_path / "o")
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, r.stderr
