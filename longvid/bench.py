@@ -51,17 +51,12 @@ class BenchPlan:
     chunk_size: int = 8192
 
     def __post_init__(self):
-        from longvid.methods.registry import get_method, takes_keep, unknown_methods
+        from longvid.methods.registry import check_keep_ratios, check_method_names, get_method
 
         for n in self.tokens:
             check_positive("tokens", n, integer=True)
-        unknown = unknown_methods(self.methods)
-        if unknown:
-            raise ValueError(f"{option('methods', ','.join(self.methods))} has unknown methods ({', '.join(unknown)})"
-                             "; `longvid methods` lists them")
-        for k in self.keeps:
-            if k is not None and not (isinstance(k, (int, float)) and 0 < k <= 1):
-                raise ValueError(f"{option('keeps', k)} is invalid: every keep ratio must be in (0, 1]")
+        check_method_names(self.methods)
+        check_keep_ratios(self.keeps, default=True)
         check_positive("runs", self.runs, integer=True)
         check_positive("new_tokens", self.new_tokens, integer=True)
         check_positive("chunk_size", self.chunk_size, integer=True)
@@ -69,7 +64,6 @@ class BenchPlan:
             raise ValueError(f"{option('warmup', self.warmup)} is invalid: it must be 0 or more runs")
         for m, keep in self.cases():
             get_method(m, keep=keep)
-        self._takes_keep = takes_keep
 
     def cases(self) -> list[tuple[str, float | None]]:
         from longvid.methods.registry import takes_keep

@@ -61,22 +61,13 @@ class BenchSettings:
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from longvid.methods.registry import METHODS, is_composition, parse_composition, unknown_methods
+        from longvid.methods.registry import check_keep_ratios, check_method_names
 
-        for m in self.methods:
-            if is_composition(m):
-                parse_composition(m)  # its own one-line error names the part
-        unknown = unknown_methods(self.methods)
-        if unknown or not self.methods:
-            raise ValueError(f"{option('methods', ','.join(self.methods))} has unknown methods "
-                             f"({', '.join(unknown) or 'none given'}); pass a comma list of: {', '.join(METHODS)}")
+        check_method_names(self.methods)
         stray = [m for m in self.overrides if m not in self.all_methods()]
         if stray:
             raise ValueError(f"settings name methods that are not run: {', '.join(stray)}")
-        for k in self.keeps:
-            if isinstance(k, bool) or not (isinstance(k, (int, float)) and 0 < k <= 1):
-                raise ValueError(f"{option('keeps', k)} is invalid: every keep ratio must be in (0, 1]; pass e.g. "
-                                 "0.5,0.25")
+        check_keep_ratios(self.keeps)
         if self.fps is not None and self.frames is not None:
             raise ValueError(f"{option('fps', self.fps)} and {option('frames', self.frames)} both set the sampling; "
                              "pass one")

@@ -59,25 +59,14 @@ class EvalSettings:
     overrides: dict = field(default_factory=dict)  # method -> stage settings, e.g. {"prunevid": {"layer": 2}}
 
     def __post_init__(self):
-        from longvid.methods.registry import METHODS
+        from longvid.methods.registry import check_keep_ratios, check_method_names
 
-        methods = option("methods", ",".join(self.methods))
-        from longvid.methods.registry import is_composition, parse_composition, unknown_methods
-
-        for m in self.methods:
-            if is_composition(m):
-                parse_composition(m)  # its own one-line error names the part
-        unknown = unknown_methods(self.methods)
-        if unknown or not self.methods:
-            raise ValueError(f"{methods} has unknown methods ({', '.join(unknown) or 'none given'}); pass a comma list "
-                             f"of: {', '.join(METHODS)}")
+        check_method_names(self.methods)
         stray = [m for m in self.overrides if m not in self.methods]
         if stray:
-            raise ValueError(f"settings name methods that are not in {methods}: {', '.join(stray)}")
-        for k in self.keeps:
-            if isinstance(k, bool) or not (isinstance(k, (int, float)) and 0 < k <= 1):
-                raise ValueError(f"{option('keeps', k)} is invalid: every keep ratio must be in (0, 1]; pass e.g. "
-                                 "0.5,0.25")
+            raise ValueError(f"settings name methods that are not in {option('methods', ','.join(self.methods))}: "
+                             f"{', '.join(stray)}")
+        check_keep_ratios(self.keeps)
         lo, hi = SECONDS_RANGE
         for length in self.lengths:
             if not lo <= length <= hi:
@@ -88,31 +77,27 @@ class EvalSettings:
             raise ValueError(f"{option('seed', self.seed)} is invalid: it must be an int in [0, "
                              f"{len(EVAL_SEEDS) // 2})")
         check_positive("fps", self.fps)
-        for m in self.methods:  # unknown or bad settings fail now, not after the videos are written
-            for keep in (self.keeps if self.takes_keep(m) else [None]):
-                self.method(m, keep)
+        for m, keep in self.runs():  # unknown or bad settings fail now, not after the videos are written
+            self.method(m, keep)
 
     def method(self, name: str, keep: float | None):
         from longvid.methods.registry import get_method
 
         return get_method(name, keep=keep, **self.overrides.get(name, {}))
 
-    @staticmethod
-    def takes_keep(name: str) -> bool:
-        """False for methods whose retention is not set by a keep ratio (``full``, ``prunevid-merge``)."""
-        from longvid.methods.registry import takes_keep as keeps
-
-        return keeps(name)
-
     def runs(self) -> list[tuple[str, float | None]]:
         """(method, keep) pairs in order: each method at every keep, once for methods without a keep ratio."""
-        return [(m, k) for m in self.methods for k in (self.keeps if self.takes_keep(m) else [None])]
+        from longvid.methods.registry import takes_keep
+
+        return [(m, k) for m in self.methods for k in (self.keeps if takes_keep(m) else [None])]
 
     def folder_name(self) -> str:
+        from longvid.methods.registry import takes_keep
+
         model = Path(self.model).name if self.model else "longvid-tiny"
         lengths = "-".join(f"{x:g}" for x in self.lengths)
         methods = "-".join(self.methods) if len(self.methods) <= 4 else f"{len(self.methods)}methods"
-        keeps = "_keep" + "-".join(f"{k:g}" for k in self.keeps) if any(map(self.takes_keep, self.methods)) else ""
+        keeps = "_keep" + "-".join(f"{k:g}" for k in self.keeps) if any(map(takes_keep, self.methods)) else ""
         name = f"synth_{model}_{methods}{keeps}_len{lengths}s_n{self.n}_seed{self.seed}_fps{self.fps:g}"
         return re.sub(r"[^A-Za-z0-9._-]", "_", name + ("_blank" if self.blank else ""))
 

@@ -159,18 +159,26 @@ def takes_keep(name: str) -> bool:
     return not is_composition(name) and check_name(name).keep_ratio
 
 
-def unknown_methods(names) -> list[str]:
-    """The names that are neither presets nor valid compositions of presets."""
-    bad = []
+def check_method_names(names: list[str]) -> None:
+    """Raise one line unless every name is a preset or a composition of presets (a bad composition names its bad
+    part); an empty list is refused too."""
     for name in names:
         if is_composition(name):
-            try:
-                parse_composition(name)
-            except ValueError:
-                bad.append(name)
-        elif name not in METHODS:
-            bad.append(name)
-    return bad
+            parse_composition(name)
+    unknown = [name for name in names if not is_composition(name) and name not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"{option('methods', ','.join(names))} has unknown methods "
+                         f"({', '.join(unknown) or 'none given'}); pass a comma list of: {', '.join(METHODS)}")
+
+
+def check_keep_ratios(keeps, *, default: bool = False) -> None:
+    """Raise one line unless every keep is a ratio in (0, 1] (or None, each preset's own point, when ``default``)."""
+    for k in keeps:
+        if k is None and default:
+            continue
+        if isinstance(k, bool) or not (isinstance(k, (int, float)) and 0 < k <= 1):
+            raise ValueError(f"{option('keeps', k)} is invalid: every keep ratio must be in (0, 1]; pass e.g. "
+                             "0.5,0.25")
 
 
 def query_agnostic_methods() -> list[str]:

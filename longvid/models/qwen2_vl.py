@@ -182,8 +182,12 @@ class Qwen2VLAdapter(ModelAdapter):
             n = min(steps, t - start)
             pv = video.pixel_values[start * patches_per_step:(start + n) * patches_per_step]
             grid = torch.tensor([[n, gh, gw]], device=self.device)
-            out.append(visual(pv.to(self.device, visual.dtype), grid_thw=grid).pooler_output)
+            out.append(self.window_tokens(visual(pv.to(self.device, visual.dtype), grid_thw=grid)))
         return torch.cat(out)
+
+    def window_tokens(self, output) -> torch.Tensor:
+        """The (n, D) tokens of one window's vision-tower output."""
+        return output.pooler_output
 
     # ----- positions -----------------------------------------------------------------------------------------
     def time_interval(self, seconds_per_step: float):

@@ -193,23 +193,11 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         self.deepstack_layers = len(vc.deepstack_visual_indexes)
 
     # ----- vision encoder ------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def encode_inputs(self, video, max_window_patches: int = 16384) -> torch.Tensor:
-        """(N, D) LLM-space visual tokens with their DeepStack features (N, K, D) concatenated on the last axis.
-
-        Exact in windows of temporal steps: the tower attends within a step, and its learned position embedding
-        is interpolated per (H, W) grid, whatever the step count."""
-        t, gh, gw = video.grid_thw
-        per_step = gh * gw
-        steps = max(1, max_window_patches // per_step)
-        visual = self.model.model.visual
-        out = []
-        for start in range(0, t, steps):
-            n = min(steps, t - start)
-            pv = video.pixel_values[start * per_step:(start + n) * per_step]
-            o = visual(pv.to(self.device, visual.dtype), grid_thw=torch.tensor([[n, gh, gw]], device=self.device))
-            out.append(torch.cat([o.pooler_output, *o.deepstack_features], dim=-1))
-        return torch.cat(out)
+    def window_tokens(self, output) -> torch.Tensor:
+        """LLM-space visual tokens with their DeepStack features (n, K, D) concatenated on the last axis. Windows of
+        temporal steps (`Qwen2VLAdapter.encode_inputs`) stay exact: the tower attends within a step, and its learned
+        position embedding is interpolated per (H, W) grid, whatever the step count."""
+        return torch.cat([output.pooler_output, *output.deepstack_features], dim=-1)
 
     def step_times(self, timestamps) -> torch.Tensor:
         """(steps,) float64 time of each temporal step: the mean of its frames' first and last timestamp (an odd
@@ -262,7 +250,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         order = torch.sort(p, stable=True).indices
         steps, counts = torch.unique_consecutive(p[order], return_counts=True)
         device = tokens.embeds.device
-        ids, id_pos, parts, entries = [], [], [], []  # structural ids and positions; (kind, payload) in block order
+        ids, id_pos, entries = [], [], []  # structural ids and positions; (kind, payload) in block order
         at = 0
         for step_p, n in zip(steps.tolist(), counts.tolist()):
             members = order[at:at + n]
