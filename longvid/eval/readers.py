@@ -159,7 +159,7 @@ def read_videomme(data: Path) -> Benchmark:
     (also ``.MP4``, ``.mkv``; ``data/`` beside the parquet or under ``--data``). Prompt: the authors' (their
     repository's evaluation prompt, without subtitles), ending "The best answer is:". Categories: duration, then
     task type."""
-    path = _find(data, ["videomme/test-*.parquet", "test-*.parquet", "**/test-*.parquet", "**/*.parquet"],
+    path = _find(data, ["videomme/test-*.parquet", "test-*.parquet", "**/test-*.parquet", "*.parquet"],
                  "Video-MME question file (videomme/test-00000-of-00001.parquet)")
     dirs = [path.parent / "data", data / "data", data / "videomme" / "data", data]
     questions = []
@@ -205,7 +205,7 @@ def read_mlvu(data: Path) -> Benchmark:
                     row["question"].strip(), options, _letter(row["answer"], len(options), path, i, options),
                     {"task": MLVU_TASKS[path.stem]}))
     else:
-        path = _find(data, ["mlvu/test-*.parquet", "test-*.parquet", "**/*.parquet"],
+        path = _find(data, ["mlvu/test-*.parquet", "test-*.parquet", "*.parquet"],
                      "MLVU question files (json/1_plotQA.json ... or mlvu/test-00000-of-00001.parquet)")
         files.append(str(path))
         dirs = [path.parent, data / "mlvu", data / "video", data]
@@ -365,7 +365,7 @@ def read_lvbench(data: Path) -> Benchmark:
                 rows.append(dict(qa, key=video["key"], type=video.get("type", "-")))
         path = meta
     else:
-        path = _find(data, ["data/train-*.parquet", "data/test-*.parquet", "**/*.parquet"],
+        path = _find(data, ["data/train-*.parquet", "data/test-*.parquet", "*.parquet"],
                      "LVBench question file (video_info.meta.jsonl or data/train-00000-of-00001.parquet)")
         files.append(str(path))
         rows = _rows(path)

@@ -100,17 +100,17 @@ def is_composition(name: str) -> bool:
     return isinstance(name, str) and ("+" in name or ":" in name)
 
 
-def parse_composition(text: str) -> list[tuple[str, float | None, int | None]]:
+def parse_composition(text: str, field: str = "method") -> list[tuple[str, float | None, int | None]]:
     """``"uniform:0.5+evs:0.5+knorm:4096"`` -> ``[("uniform", 0.5, None), ("evs", 0.5, None), ("knorm", None,
     4096)]``: a ratio has a decimal point (or is 1), a budget is a whole number of visual tokens (or KV entries)."""
     parts = []
     for part in text.split("+"):
         name, colon, amount = part.strip().partition(":")
         if not name:
-            raise ValueError(f"{option('method', text)} has an empty part; write presets joined by '+', each with an "
+            raise ValueError(f"{option(field, text)} has an empty part; write presets joined by '+', each with an "
                              "optional :ratio or :budget, e.g. uniform:0.5+evs:0.5+knorm")
         if name not in METHODS:
-            raise ValueError(f"{option('method', text)}: unknown method {name!r}; valid methods: {', '.join(METHODS)}")
+            raise ValueError(f"{option(field, text)}: unknown method {name!r}; valid methods: {', '.join(METHODS)}")
         keep = budget = None
         if colon:
             try:
@@ -119,12 +119,12 @@ def parse_composition(text: str) -> list[tuple[str, float | None, int | None]]:
                 else:
                     budget = int(amount)
             except ValueError:
-                raise ValueError(f"{option('method', text)}: {part!r} needs a ratio in (0, 1] (evs:0.5) or a budget "
+                raise ValueError(f"{option(field, text)}: {part!r} needs a ratio in (0, 1] (evs:0.5) or a budget "
                                  f"of tokens (knorm:4096) after the colon") from None
             try:
                 check_keep_budget(keep, budget)
             except ValueError as err:
-                raise ValueError(f"{option('method', text)}: {part.strip()!r}: {err}") from None
+                raise ValueError(f"{option(field, text)}: {part.strip()!r}: {err}") from None
         parts.append((name, keep, budget))
     return parts
 
@@ -164,7 +164,7 @@ def check_method_names(names: list[str]) -> None:
     part); an empty list is refused too."""
     for name in names:
         if is_composition(name):
-            parse_composition(name)
+            parse_composition(name, "methods")
     unknown = [name for name in names if not is_composition(name) and name not in METHODS]
     if unknown or not names:
         raise ValueError(f"{option('methods', ','.join(names))} has unknown methods "
