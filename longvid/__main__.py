@@ -11,6 +11,7 @@ import sys
 
 
 def main() -> None:
+    sys.argv[1:] = bare_ray(sys.argv[1:])
     try:
         from longvid.cli import app
 
@@ -22,6 +23,17 @@ def main() -> None:
         if done.code == 130:  # the CLI reported an interrupt
             _exit_interrupted()
         raise
+
+
+def bare_ray(args: list[str]) -> list[str]:
+    """``--ray`` takes an optional value (``--ray``, ``--ray local``, ``--ray HOST:PORT``); click options cannot, so a
+    bare one gets the value ``default`` (join a running cluster, else start a local one)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("default")
+    return out
 
 
 def _exit_interrupted() -> None:

@@ -158,15 +158,16 @@ class Bars:
     def __exit__(self, *exc):
         self._stop()
 
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
+    def __call__(self, stage: str, done: int, total: int | None, info: str = "") -> None:
         if self.progress is None:  # a fresh display each time: a restarted one erases by its old height
             self.progress = Progress(TextColumn("{task.description:>16}"), BarColumn(), TextColumn(
-                "{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True,
-                redirect_stdout=False, redirect_stderr=False, disable=not err.is_terminal)
+                "{task.completed}/{task.total}"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                console=err, transient=True, redirect_stdout=False, redirect_stderr=False,
+                disable=not err.is_terminal)
             self.progress.start()
         if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(self.LABELS.get(stage, stage), total=total)
-        self.progress.update(self.tasks[stage], completed=done, total=total)
+            self.tasks[stage] = self.progress.add_task(self.LABELS.get(stage, stage), total=total, info=info)
+        self.progress.update(self.tasks[stage], completed=done, total=total, info=info)
 
     def _stop(self) -> None:
         if self.progress is not None:
@@ -630,6 +631,13 @@ def eval_benchmark(name: str):
         settings: list[str] = typer.Option([], "--set", help="METHOD.KEY=VALUE stage setting, repeatable."),
         out_dir: Optional[str] = typer.Option(None, "--out", help="Parent of the results folder (default "
                                                                   "./longvid-eval)."),
+        device: str = typer.Option("auto", help="torch device: auto (cuda where there is a GPU), cpu, cuda."),
+        dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+        ray: Optional[str] = typer.Option(None, "--ray", help="Spread the videos over Ray actors: local (a private "
+                                          "cluster), auto (the one `ray start` runs), HOST:PORT, or bare --ray "
+                                          "(join a running one, else local)."),
+        actors: Optional[int] = typer.Option(None, help="With --ray: actors, one model each (default: one per GPU, "
+                                                        "else 1)."),
     ):
         from longvid.eval.runner import BenchSettings, prepare_bench, run_bench
 
@@ -638,9 +646,16 @@ def eval_benchmark(name: str):
                                max_frames=max_frames, model=model, limit=limit, shard=parse_shard(shard),
                                skip_missing=skip_missing, max_new_tokens=max_new_tokens, out=out_dir,
                                overrides=method_settings(settings))
-        prepared = prepare_bench(chosen, command="longvid " + " ".join(sys.argv[1:]), log=lambda m: err.print(m))
-        with Bars() as bars:
-            folder = run_bench(prepared, log=bars.log, progress=lambda d, t: bars("answering", d, t))
+        command_line = "longvid " + " ".join(sys.argv[1:])
+        if ray is None:
+            if actors is not None:
+                fail(f"--actors {actors} needs --ray (e.g. --ray local)")
+            prepared = prepare_bench(chosen, device=auto_device(device), dtype=dtype, command=command_line,
+                                     log=lambda m: err.print(m))
+            with Bars() as bars:
+                folder = run_bench(prepared, log=bars.log, progress=lambda d, t: bars("answering", d, t))
+        else:
+            folder = eval_on_ray(chosen, ray, actors, device, dtype, command_line)
         print((folder / "table.md").read_text(), end="")
         print(f"results: {folder}")
 
@@ -649,6 +664,54 @@ def eval_benchmark(name: str):
         "samples.jsonl, table.md (accuracy +- SE clustered by video, paired delta vs full with a 95% interval, per "
         "category), summary.json and a plot; the same command continues an interrupted run.")
     return command
+
+
+def auto_device(device: str) -> str:
+    """``auto``: cuda when torch sees a GPU, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def eval_on_ray(chosen, address: str, actors: Optional[int], device: str, dtype: str, command_line: str) -> Path:
+    """``longvid eval NAME --ray``: the units over a pool of Ray actors (`longvid.cluster.eval`)."""
+    from longvid.cluster.eval import Sweep
+    from longvid.eval.common import tiny_model_path
+    from longvid.eval.runner import prepare_bench
+
+    if actors is not None and actors < 1:
+        fail(f"--actors {actors} is invalid: pass a positive number of actors, e.g. --actors 2")
+    model = str(Path(chosen.model).resolve()) if chosen.model and Path(chosen.model).exists() else \
+        chosen.model or str(tiny_model_path())
+    chosen.data = str(Path(chosen.data).resolve())  # actors may start in another directory
+    sweeps = []
+
+    def start_and_check(settings) -> str:  # after the benchmark is read, before anything is written
+        with err.status("starting Ray actors"):
+            sweeps.append(Sweep(address, actors, model, device, dtype, log=lambda m: err.print(m, markup=False)))
+            return sweeps[0].check(settings)
+
+    try:
+        prepared = prepare_bench(chosen, checker=start_and_check, command=command_line, log=lambda m: err.print(m))
+        with Bars() as bars:
+            def progress(units, total_units, running, retried, answered, total):
+                bars("units", units, total_units, info=f"{running} running, {retried} retried")
+                bars("answering", answered, total)
+
+            stats = sweeps[0].run(prepared, progress=progress)
+        overhead = stats.overhead()
+        if overhead:
+            import statistics
+
+            err.print(f"ray: {stats.units} units on {stats.actors} actors in {stats.wall:.1f} s, {stats.retried} "
+                      f"retried; driver overhead per unit {1000 * statistics.median(overhead):.0f} ms (median)",
+                      markup=False)
+        return prepared.folder
+    finally:
+        if sweeps:
+            sweeps[0].close()
 
 
 EVAL_HELP = {  # the layouts each reader takes: longvid/eval/readers.py

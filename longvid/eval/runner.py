@@ -147,9 +147,12 @@ def select(bench: Benchmark, limit: int | None, shard: tuple[int, int] | None) -
     return dict(videos)
 
 
-def prepare_bench(settings: BenchSettings, *, lm=None, command: str | None = None, log=print) -> PreparedBench:
+def prepare_bench(settings: BenchSettings, *, lm=None, checker=None, device: str = "cpu", dtype: str = "auto",
+                  command: str | None = None, log=print) -> PreparedBench:
     """Read the benchmark and check everything (methods against the model, the output folder) before writing; then
-    create the results folder or find an interrupted run of the same settings, which continues."""
+    create the results folder or find an interrupted run of the same settings, which continues. ``checker(settings)``
+    checks the methods elsewhere (on a Ray actor's model) and returns the device it runs on; then no model is loaded
+    here and ``lm`` stays None."""
     import torch
 
     import longvid
@@ -162,13 +165,15 @@ def prepare_bench(settings: BenchSettings, *, lm=None, command: str | None = Non
         raise ValueError(f"{option('shard', settings.shard)} selects no video of {settings.name}'s "
                          f"{len({str(q.video) for q in bench.questions})}")
     model = settings.model or str(tiny_model_path())
-    lm = lm or longvid.load(model)
-    for method, keep in settings.runs():
-        settings.method(method, keep).check_model(lm.adapter)
     parent = writable_folder(Path(settings.out or "longvid-eval"), option="out")
+    if checker is None:
+        lm = lm or longvid.load(model, device=device, dtype=dtype)
+        device = check_runs(lm, settings)
+    else:
+        device = checker(settings)
     config = dict(settings=asdict(settings), model=str(model), command=command or " ".join(sys.argv),
                   benchmark=dict(files=bench.files, note=bench.note, macro=bench.macro_average), started=time.strftime("%Y-%m-%d %H:%M:%S"),
-                  torch=torch.__version__, python=platform.python_version(), device=str(lm.adapter.device),
+                  torch=torch.__version__, python=platform.python_version(), device=device,
                   machine=platform.machine(), cpus=os.cpu_count())
     folder, resumed = results_folder(parent, settings.folder_name(), config)
     sizes = {v: len(qs) for v, qs in videos.items()}
@@ -184,6 +189,38 @@ def prepare_bench(settings: BenchSettings, *, lm=None, command: str | None = Non
     return PreparedBench(settings, bench, lm, folder, videos, done, total)
 
 
+def check_runs(lm, settings: BenchSettings) -> str:
+    """Raise a one-line ValueError if a (method, keep) of ``settings`` cannot run on ``lm``; returns its device."""
+    for method, keep in settings.runs():
+        settings.method(method, keep).check_model(lm.adapter)
+    return str(lm.adapter.device)
+
+
+def units(prepared: PreparedBench) -> list[dict]:
+    """The work left: one unit per video, with its questions, their prompts and positions in the benchmark, and the
+    (method, keep) runs not yet in samples.jsonl."""
+    index = {id(q): i for i, q in enumerate(prepared.bench.questions)}
+    left = []
+    for video, questions in prepared.videos.items():
+        todo = [(m, k) for m, k in prepared.settings.runs() if (video, m, k) not in prepared.done]
+        if todo:
+            left.append(dict(video=video, questions=questions, prompts=[prepared.bench.prompt(q) for q in questions],
+                             index=[index[id(q)] for q in questions], todo=todo))
+    return left
+
+
+def run_unit(lm, settings: BenchSettings, unit: dict, timing: _Timing):
+    """Decode a unit's video once and yield ``(method, keep, rows)`` for each of its runs."""
+    t0 = time.perf_counter()
+    frames = lm.read(unit["video"], settings.sampling())
+    timing.work += time.perf_counter() - t0
+    for method, keep in unit["todo"]:
+        rows = answer_questions(lm, frames, settings.method(method, keep), unit["questions"], unit["prompts"],
+                                settings.max_new_tokens, timing)
+        yield method, keep, [dict(video_path=unit["video"], method=method, keep=keep, index=i, **r)
+                             for i, r in zip(unit["index"], rows)]
+
+
 def _unit(row: dict) -> tuple:
     return row["video_path"], row["method"], row["keep"]
 
@@ -191,25 +228,15 @@ def _unit(row: dict) -> tuple:
 def run_bench(prepared: PreparedBench, *, log=print, progress=None) -> Path:
     """Run (or continue) the evaluation; returns the results folder. ``progress(done, total)`` is optional."""
     settings, lm, folder = prepared.settings, prepared.lm, prepared.folder
-    runs = settings.runs()
-    done = sum(len(qs) for v, qs in prepared.videos.items() for m, k in runs if (v, m, k) in prepared.done)
-    sampling = settings.sampling()
+    done = prepared.total - sum(len(u["questions"]) * len(u["todo"]) for u in units(prepared))
     timing = _Timing.load(folder)
     with open(folder / "samples.jsonl", "a") as samples:
-        for video, questions in prepared.videos.items():
-            todo = [(m, k) for m, k in runs if (video, m, k) not in prepared.done]
-            if not todo:
-                continue
+        for unit in units(prepared):
             t0 = time.perf_counter()
-            frames = lm.read(video, sampling)
-            timing.work += time.perf_counter() - t0
-            for method, keep in todo:
-                rows = answer_questions(lm, frames, settings.method(method, keep), questions, prepared.bench,
-                                        settings.max_new_tokens, timing)
-                samples.write("".join(json.dumps(dict(video_path=video, method=method, keep=keep, **r)) + "\n"
-                                      for r in rows))
+            for method, keep, rows in run_unit(lm, settings, unit, timing):
+                samples.write("".join(json.dumps(r) + "\n" for r in rows))
                 samples.flush()
-                done += len(questions)
+                done += len(rows)
                 if progress is not None:
                     progress(done, prepared.total)
             timing.wall += time.perf_counter() - t0
@@ -236,25 +263,25 @@ class _Timing:
         (folder / "timing.json").write_text(json.dumps(asdict(self)) + "\n")
 
 
-def answer_questions(lm, frames, chosen, questions: list[Question], bench: Benchmark, max_new_tokens: int,
+def answer_questions(lm, frames, chosen, questions: list[Question], prompts: list[str], max_new_tokens: int,
                      timing: _Timing) -> list[dict]:
-    """One row per question for one video's frames and one Method."""
+    """One row per question (asked as its prompt) for one video's frames and one Method."""
     from longvid.eval.common import PeakMemory
 
     device = lm.adapter.device
     answers, peaks = [], []
     if chosen.query_aware:
-        for q in questions:
+        for prompt in prompts:
             t0 = time.perf_counter()
             with PeakMemory(device) as mem:
-                answers.append(lm.ask(frames, bench.prompt(q), method=chosen, max_new_tokens=max_new_tokens))
+                answers.append(lm.ask(frames, prompt, method=chosen, max_new_tokens=max_new_tokens))
             timing.work += time.perf_counter() - t0
             peaks.append(mem.peak)
     else:
         t0 = time.perf_counter()
         with PeakMemory(device) as mem:
             session = lm.session(frames, method=chosen)
-            answers = [session.ask(bench.prompt(q), max_new_tokens=max_new_tokens) for q in questions]
+            answers = [session.ask(prompt, max_new_tokens=max_new_tokens) for prompt in prompts]
         timing.work += time.perf_counter() - t0
         peaks = [mem.peak] * len(questions)
     rows = []
@@ -274,6 +301,8 @@ def summarize_bench(folder: str | Path) -> str:
 
     folder = Path(folder)
     rows = [json.loads(line) for line in open(folder / "samples.jsonl")]
+    # benchmark order (rows of a Ray run arrive as units finish): the same table as one process writes
+    rows.sort(key=lambda r: r.get("index", 0))
     config = json.loads((folder / "config.json").read_text())
     s = config["settings"]
     groups = defaultdict(list)

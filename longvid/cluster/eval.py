@@ -1,0 +1,193 @@
+"""``longvid eval NAME ... --ray [ADDRESS|local] [--actors N]``: the sweep's units spread over Ray actors.
+
+A unit is one video with all of its questions and every (method, keep) still to run, so each video is decoded once
+and each query-agnostic method encodes it once (the same work `longvid.eval.runner.run_bench` does in one process).
+Each actor holds one model on one device: ``num_gpus=1`` when the device is a GPU, else a share of the cluster's
+CPUs (``num_cpus`` = CPUs // actors, which is also its torch thread count). The driver (this process) hands an idle
+actor the next unit, writes the rows of each unit that comes back to the run's one ``samples.jsonl`` (the same
+resumable file a local run writes, so either kind of run continues the other) and summarises at the end: the table
+is the one a single process writes, because rows are tabulated in benchmark order whatever order units finish in.
+
+Faults: an actor that dies (its process killed, its node lost) fails only the unit it was running; that unit goes
+back to the front of the queue, a fresh actor replaces the dead one, and nothing of the unit was written (rows are
+written only when a whole unit returns). A unit that kills ``MAX_ATTEMPTS`` actors stops the run with one line. A
+stopped driver restarted with the same command continues from ``samples.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+MAX_ATTEMPTS = 3  # actors a unit may kill before the run stops
+
+
+class EvalActor:
+    """One model on one device, answering units (a Ray actor; plain class so it is importable without Ray)."""
+
+    def __init__(self, model: str, device: str, dtype: str, threads: int | None):
+        import torch
+
+        import longvid
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.lm = longvid.load(model, device=device, dtype=dtype)
+
+    def describe(self) -> dict:
+        import ray
+
+        return dict(pid=os.getpid(), device=str(self.lm.adapter.device), node=ray.util.get_node_ip_address())
+
+    def check(self, settings) -> str:
+        from longvid.eval.runner import check_runs
+
+        return check_runs(self.lm, settings)
+
+    def run(self, settings, unit: dict) -> dict:
+        """The unit's rows, per (method, keep), with the seconds spent inside the model and in all."""
+        from longvid.eval.runner import _Timing, run_unit
+
+        t0, timing = time.perf_counter(), _Timing()
+        groups = [rows for _, _, rows in run_unit(self.lm, settings, unit, timing)]
+        return dict(groups=groups, work=timing.work, wall=time.perf_counter() - t0, pid=os.getpid())
+
+
+@dataclass
+class SweepStats:
+    """What the driver saw: units done and retried, actors replaced, and its own cost per unit."""
+
+    actors: int
+    units: int = 0
+    retried: int = 0
+    replaced: int = 0
+    actor_seconds: list = field(default_factory=list)  # per unit: the actor's wall time inside ``run``
+    round_trip: list = field(default_factory=list)  # per unit: submit to rows written, seen by the driver
+    wall: float = 0.0
+
+    def overhead(self) -> list[float]:
+        """Per unit, the driver's and Ray's share: round trip minus the actor's own time."""
+        return [rt - a for rt, a in zip(self.round_trip, self.actor_seconds)]
+
+
+class Sweep:
+    """The actor pool of one run; ``start`` checks the settings on the first actor before anything is written."""
+
+    def __init__(self, address: str, actors: int | None, model: str, device: str, dtype: str, log=print):
+        from longvid.cluster.connect import connect
+
+        ray = connect(address)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        if device == "auto":
+            device = "cuda" if gpus else "cpu"
+        on_gpu = device.startswith("cuda")
+        if on_gpu and not gpus:
+            raise ValueError(f"--device {device}: the Ray cluster has no GPU; pass --device cpu for CPU actors")
+        n = actors or (gpus if on_gpu else 1)
+        if on_gpu and n > gpus:
+            raise ValueError(f"--actors {n} is more than the cluster's {gpus} GPUs (one model per GPU); pass --actors "
+                             f"{gpus} or fewer")
+        threads = None if on_gpu else max(1, cpus // n)
+        resources = dict(num_gpus=1, num_cpus=1) if on_gpu else dict(num_cpus=threads)
+        self.ray, self.n, self.log = ray, n, log
+        self.factory = ray.remote(max_restarts=0, max_task_retries=0, **resources)(EvalActor)
+        self.args = (model, "cuda" if on_gpu else device, dtype, threads)
+        self.actors = [self._new() for _ in range(n)]
+        self.stats = SweepStats(actors=n)
+
+    def _new(self):
+        return self.factory.remote(*self.args)
+
+    def check(self, settings) -> str:
+        """The settings checked against the first actor's model (a one-line ValueError), and the devices used."""
+        from longvid.cluster.connect import cause
+
+        try:
+            self.ray.get(self.actors[0].check.remote(settings))
+            about = self.ray.get([a.describe.remote() for a in self.actors])
+        except Exception as err:  # noqa: BLE001 - re-raised as what the actor raised
+            inner = cause(err)
+            if isinstance(inner, ValueError):
+                raise ValueError(str(inner).splitlines()[0]) from None
+            raise inner from None
+        self.pids = [a["pid"] for a in about]
+        devices = sorted({f"{a['device']}@{a['node']}" for a in about})
+        return f"ray: {self.n} actors ({', '.join(devices)})"
+
+    def run(self, prepared, *, progress=None) -> SweepStats:
+        """Answer every unit left; rows are appended to samples.jsonl as units return; summarise at the end."""
+        from longvid.cluster.connect import cause, died
+        from longvid.eval.runner import _Timing, summarize_bench, units
+
+        ray, stats, folder = self.ray, self.stats, prepared.folder
+        queue = deque(units(prepared))
+        total_units = len(queue)
+        answered = prepared.total - sum(len(u["questions"]) * len(u["todo"]) for u in queue)
+        attempts: dict[str, int] = {}
+        idle, running = list(self.actors), {}  # running: ref -> (actor, unit, submitted at)
+        timing = _Timing.load(folder)
+        t_start = time.perf_counter()
+
+        def show():
+            if progress is not None:
+                progress(stats.units, total_units, len(running), stats.retried, answered, prepared.total)
+
+        settings_ref = ray.put(prepared.settings)
+        with open(folder / "samples.jsonl", "a") as samples:
+            show()
+            while queue or running:
+                while idle and queue:
+                    actor, unit = idle.pop(), queue.popleft()
+                    running[actor.run.remote(settings_ref, unit)] = (actor, unit, time.perf_counter())
+                show()
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    actor, unit, submitted = running.pop(ref)
+                    try:
+                        out = ray.get(ref)
+                    except Exception as err:  # noqa: BLE001
+                        if not died(err):
+                            inner = cause(err)
+                            raise inner from None  # the unit itself failed (a bug, a broken video): stop here
+                        attempts[unit["video"]] = attempts.get(unit["video"], 0) + 1
+                        if attempts[unit["video"]] >= MAX_ATTEMPTS:
+                            raise RuntimeError(f"{unit['video']} was running on {MAX_ATTEMPTS} actors when they died; "
+                                               "check the nodes' memory (a video too long for one device?) and "
+                                               "run the same command again to continue without it failing others")
+                        self.log(f"an actor died while answering {unit['video']}; retrying it (retry "
+                                 f"{attempts[unit['video']]}) and starting a replacement actor")
+                        stats.retried += 1
+                        stats.replaced += 1
+                        queue.appendleft(unit)
+                        self.actors = [a for a in self.actors if a is not actor] + [self._new()]
+                        idle.append(self.actors[-1])
+                        continue
+                    for rows in out["groups"]:
+                        samples.write("".join(json.dumps(r) + "\n" for r in rows))
+                    samples.flush()
+                    now = time.perf_counter()
+                    stats.units += 1
+                    stats.actor_seconds.append(out["wall"])
+                    stats.round_trip.append(now - submitted)
+                    timing.work += out["work"]
+                    timing.wall += now - submitted
+                    answered += sum(len(rows) for rows in out["groups"])
+                    idle.append(actor)
+                show()
+        stats.wall = time.perf_counter() - t_start
+        timing.save(folder)
+        summarize_bench(folder)
+        return stats
+
+    def close(self) -> None:
+        """End the actors and leave the cluster (a local one started for this run stops with it)."""
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.ray.shutdown()
