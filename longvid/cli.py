@@ -385,6 +385,13 @@ def serve(
     max_pixels: Optional[int] = typer.Option(None, help="Max pixels per frame after resizing."),
     min_pixels: Optional[int] = typer.Option(None, help="Min pixels per frame after resizing."),
     chunk_size: int = typer.Option(DEFAULT_CHUNK, help="Prefill chunk, tokens (KV presses act between chunks)."),
+    replicas: int = typer.Option(1, help="With --ray: copies of the server (one model each) behind Ray Serve."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Serve through Ray Serve: local (a private cluster), auto "
+                                      "(the one `ray start` runs), HOST:PORT, or bare --ray (join a running one, "
+                                      "else local)."),
+    upload_dir: Optional[Path] = typer.Option(None, help="With --ray: the folder uploads go to, read by every "
+                                                         "replica (a shared filesystem across nodes; default: a "
+                                                         "temporary folder on this machine)."),
 ):
     """Serve the model over HTTP: OpenAI-compatible chat completions with video_url parts, sessions, a web page."""
     import socket
@@ -405,6 +412,11 @@ def serve(
         fail(f"--port {port} is invalid: it must be 0 to 65535")
     if media_dir is not None and not media_dir.is_dir():
         fail(f"--media-dir {media_dir} is not a directory")
+    if replicas < 1:
+        fail(f"--replicas {replicas} is invalid: pass 1 or more")
+    if ray is None and (replicas > 1 or upload_dir is not None):
+        fail(f"--replicas {replicas} needs --ray (e.g. --ray local)" if replicas > 1 else
+             "--upload-dir needs --ray (a single server keeps its uploads in a temporary folder)")
     memory = parse_bytes(session_memory, "--session-memory")
     import longvid
     from longvid.serve.requests import Limits, RunOptions
@@ -422,6 +434,17 @@ def serve(
         probe.close()
     from longvid.serve.app import ServerConfig, create_app
 
+    if ray is not None:
+        config = ServerConfig(model_id="longvid-tiny" if model_dir(model) == "longvid-tiny" else
+                              Path(model_dir(model)).name, media_dir=media_dir and media_dir.resolve(),
+                              api_key=api_key, session_memory=memory, session_idle=session_idle, max_waiting=queue,
+                              max_upload_bytes=int(max_upload_mb * 2**20), allow_remote_media=allow_remote_media,
+                              chunk_size=chunk_size, limits=Limits(max_frames, max_tokens, max_question_chars),
+                              default_run=default_run, shared_uploads=True)
+        load = dict(device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels,
+                    max_pixels=max_pixels)
+        serve_on_ray(ray, replicas, host, port, model_dir(model), load, config, chosen, upload_dir)
+        return
     lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels,
                       max_pixels=max_pixels)
     chosen.check_model(lm.adapter)
@@ -447,6 +470,57 @@ def serve(
     server = GracefulServer(uvicorn.Config(app_, host=host, port=port, log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=30, lifespan="on"))
     server.run()
+    err.print("stopped", markup=False)
+
+
+def serve_on_ray(address: str, replicas: int, host: str, port: int, model: str, load: dict, config, method,
+                 upload_dir: Optional[Path]) -> None:
+    """``longvid serve --replicas N --ray``: the app on N Ray Serve replicas behind a router (`longvid.cluster.serve`)
+    until SIGTERM / Ctrl-C."""
+    import shutil
+    import tempfile
+    import threading
+    from dataclasses import replace
+
+    from longvid.cluster.serve import deploy
+
+    if model != "longvid-tiny" and Path(model).exists():
+        model = str(Path(model).resolve())  # replicas may start in another directory
+    temporary = upload_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="longvid-uploads-")) if temporary else upload_dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    ray_module = None
+    try:
+        gpus = str(load["device"]).startswith("cuda")
+        with err.status(f"starting {replicas} replicas on Ray"):
+            from longvid.cluster.connect import connect
+
+            ray_module = connect(address)
+            cpus = int(ray_module.cluster_resources().get("CPU", 1))
+            deploy(address, replicas, host, port, model, load, replace(config, upload_dir=folder), method,
+                   None if gpus else max(1, cpus // replicas), gpus)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after Ray's own handlers are installed
+            signal.signal(sig, lambda *_: stop.set())
+        if config.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+            err.print(f"warning: listening on {host} without --api-key: anyone who can reach this port can use the "
+                      "model and read the videos under --media-dir", markup=False)
+        err.print(f"serving {config.model_id} on http://{host}:{port} with {replicas} replicas on Ray Serve (Ctrl-C "
+                  "stops)", markup=False)
+        while not stop.wait(0.5):
+            pass
+    except ImportError:
+        fail("--ray needs Ray Serve, which is not installed: pip install 'longvid[ray]'")
+    finally:
+        if ray_module is not None:
+            from ray import serve
+
+            try:
+                serve.shutdown()
+            finally:
+                ray_module.shutdown()
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
     err.print("stopped", markup=False)
 
 

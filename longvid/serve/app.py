@@ -69,6 +69,8 @@ class ServerConfig:
     chunk_size: int = 8192
     keep_maps: int = 64
     default_run: RunOptions = field(default_factory=RunOptions)  # the method of requests that name none
+    session_prefix: str = "sess-"  # a Ray Serve replica names its sessions so the router finds it
+    shared_uploads: bool = False  # upload_dir is shared by several replicas
 
 
 class TextStream:
@@ -119,10 +121,11 @@ class Server:
     def __init__(self, lm, config: ServerConfig):
         self.lm, self.config = lm, config
         self.worker = DeviceWorker(config.max_waiting)
-        self.sessions = SessionStore(config.session_memory, config.session_idle)
+        self.sessions = SessionStore(config.session_memory, config.session_idle, prefix=config.session_prefix)
         upload_dir = config.upload_dir or Path(tempfile.mkdtemp(prefix="longvid-uploads-"))
         self.media = Media(config.media_dir, upload_dir, config.max_upload_bytes, config.allow_remote_media,
-                           remove_at_close=config.upload_dir is None)  # a folder the caller chose is kept
+                           remove_at_close=config.upload_dir is None,  # a folder the caller chose is kept
+                           shared=config.shared_uploads)
         self.maps: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self.maps_lock = threading.Lock()
         self.started = int(time.time())

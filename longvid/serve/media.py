@@ -14,6 +14,7 @@ http(s) URLs. Every other source is refused with one line.
 from __future__ import annotations
 
 import base64
+import json
 import binascii
 import os
 import re
@@ -31,6 +32,7 @@ from longvid.serve.errors import HTTPError
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".ts", ".mpg", ".mpeg", ".flv")
 _FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
+_RECORD = "upload.json"  # an upload's record beside it, in a shared upload folder
 
 
 @dataclass
@@ -54,13 +56,16 @@ class Media:
     """Resolves video sources to local files and stores uploads."""
 
     def __init__(self, media_dir: Path | None, upload_dir: Path, max_upload_bytes: int,
-                 allow_remote: bool = False, remove_at_close: bool = True):
+                 allow_remote: bool = False, remove_at_close: bool = True, shared: bool = False):
         self.media_dir = Path(os.path.realpath(media_dir)) if media_dir is not None else None
         self.upload_dir, self.remove_at_close = Path(upload_dir), remove_at_close
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         self.max_upload_bytes, self.allow_remote = max_upload_bytes, allow_remote
         self.uploads: dict[str, Upload] = {}
         self.lock = threading.Lock()
+        # shared: several server processes (Ray Serve replicas) use one upload folder; each upload's record is also
+        # written beside it (upload.json) so an upload made through one replica is found by the others
+        self.shared = shared
 
     # ----- resolving -----------------------------------------------------------------------------------------------
     def resolve(self, url, param: str) -> Path:
@@ -129,6 +134,8 @@ class Media:
     def upload(self, file_id: str, param: str = "file_id") -> Upload:
         with self.lock:
             upload = self.uploads.get(file_id)
+        if upload is None and self.shared and _FILE_ID.match(file_id):
+            upload = self._read_record(self.upload_dir / file_id / _RECORD)
         if upload is None:
             raise HTTPError(404, f'"{param}": no uploaded file {file_id!r} (it was never uploaded or was deleted)',
                             param, code="file_not_found")
@@ -163,9 +170,20 @@ class Media:
             raise HTTPError(400, f'"{param}": {filename!r} is not a readable video: {why}', param,
                             code="invalid_video") from None
         upload = Upload(file_id, filename, size, int(time.time()), path, temporary=temporary)
+        if self.shared and not temporary:
+            record = dict(id=file_id, filename=filename, bytes=size, created_at=upload.created_at, path=path.name)
+            (path.parent / _RECORD).write_text(json.dumps(record))
         with self.lock:
             self.uploads[file_id] = upload
         return upload
+
+    def _read_record(self, record: Path) -> Upload | None:
+        """An upload another process of a shared folder stored, or None."""
+        try:
+            r = json.loads(record.read_text())
+            return Upload(r["id"], r["filename"], r["bytes"], r["created_at"], record.parent / r["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def too_big(self, param: str) -> HTTPError:
         return HTTPError(413, f'"{param}" is larger than this server accepts ({self.max_upload_bytes / 2**20:g} '
@@ -220,6 +238,9 @@ class Media:
         return upload
 
     def list_uploads(self) -> list[dict]:
+        if self.shared:
+            found = (self._read_record(r) for r in sorted(self.upload_dir.glob(f"file-*/{_RECORD}")))
+            return sorted((u.describe() for u in found if u is not None), key=lambda u: u["created_at"])
         with self.lock:
             return [u.describe() for u in self.uploads.values() if not u.temporary]
 

@@ -69,12 +69,13 @@ class SessionGone(KeyError):
 class SessionStore:
     """Sessions by id, least recently used first; thread-safe (the worker mutates, handlers read)."""
 
-    def __init__(self, memory_bytes: int, idle_seconds: float, clock=time.monotonic, wall=time.time):
+    def __init__(self, memory_bytes: int, idle_seconds: float, clock=time.monotonic, wall=time.time,
+                 prefix: str = "sess-"):
         self.memory_bytes, self.idle_seconds = memory_bytes, idle_seconds
         self.entries: collections.OrderedDict[str, Entry] = collections.OrderedDict()
         self.gone: collections.OrderedDict[str, str] = collections.OrderedDict()  # id -> why, the last 1000
         self.lock = threading.RLock()
-        self.clock, self.wall = clock, wall
+        self.clock, self.wall, self.prefix = clock, wall, prefix
 
     @property
     def used_bytes(self) -> int:
@@ -89,7 +90,7 @@ class SessionStore:
             raise ValueError(f"the session needs {size / 2**20:.1f} MiB, more than the server's session memory "
                              f"({self.memory_bytes / 2**20:.1f} MiB); use a smaller keep or budget, fewer frames, or "
                              "ask one-shot through /v1/chat/completions")
-        entry = Entry("sess-" + secrets.token_hex(12), session, method, video, self.wall(), now,
+        entry = Entry(self.prefix + secrets.token_hex(12), session, method, video, self.wall(), now,
                       kv_bytes(session.cache), size)
         with self.lock:
             self.sweep()
