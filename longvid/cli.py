@@ -775,13 +775,7 @@ def eval_on_ray(chosen, address: str, actors: Optional[int], device: str, dtype:
                 bars("answering", answered, total)
 
             stats = sweeps[0].run(prepared, progress=progress)
-        overhead = stats.overhead()
-        if overhead:
-            import statistics
-
-            err.print(f"ray: {stats.units} units on {stats.actors} actors in {stats.wall:.1f} s, {stats.retried} "
-                      f"retried; driver overhead per unit {1000 * statistics.median(overhead):.0f} ms (median)",
-                      markup=False)
+        err.print(stats.line(), markup=False)
         return prepared.folder
     finally:
         if sweeps:

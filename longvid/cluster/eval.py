@@ -72,6 +72,27 @@ class SweepStats:
         """Per unit, the driver's and Ray's share: round trip minus the actor's own time."""
         return [rt - a for rt, a in zip(self.round_trip, self.actor_seconds)]
 
+    def summary(self) -> dict:
+        """The numbers of this driver's run (``ray.json`` in the results folder)."""
+        import statistics
+
+        over = self.overhead()
+        unit = statistics.median(self.actor_seconds) if self.actor_seconds else None
+        return dict(actors=self.actors, units=self.units, retried=self.retried, replaced=self.replaced,
+                    wall_seconds=self.wall, unit_seconds_median=unit,
+                    overhead_seconds_median=statistics.median(over) if over else None,
+                    overhead_fraction=(statistics.median(over) / unit) if over and unit else None,
+                    actor_seconds=self.actor_seconds, round_trip_seconds=self.round_trip)
+
+    def line(self) -> str:
+        """One status line for the terminal."""
+        s = self.summary()
+        text = f"ray: {self.units} units on {self.actors} actors in {self.wall:.1f} s, {self.retried} retried"
+        if s["overhead_seconds_median"] is not None:
+            text += (f"; driver overhead per unit {1000 * s['overhead_seconds_median']:.0f} ms (median), "
+                     f"{100 * s['overhead_fraction']:.1f}% of a unit's {s['unit_seconds_median']:.2f} s")
+        return text
+
 
 class Sweep:
     """The actor pool of one run; ``start`` checks the settings on the first actor before anything is written."""
@@ -179,6 +200,7 @@ class Sweep:
                     idle.append(actor)
                 show()
         stats.wall = time.perf_counter() - t_start
+        (folder / "ray.json").write_text(json.dumps(stats.summary()) + "\n")
         timing.save(folder)
         summarize_bench(folder)
         return stats
