@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -64,10 +63,11 @@ def videomme(root: Path, videos: int, questions: int, clip: Path) -> Path:
     return root
 
 
-def eval_run(data: Path, out: Path, options: list[str], ray_args: list[str]) -> dict:
+def eval_run(data: Path, out: Path, options: list[str], ray_args: list[str], env: dict | None = None) -> dict:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "longvid", "eval", "videomme", "--data", str(data), "--out", str(out),
-                        "--max-new-tokens", "8", *options, *ray_args], capture_output=True, text=True, timeout=3600)
+                        "--max-new-tokens", "8", *options, *ray_args], capture_output=True, text=True, timeout=3600,
+                       env=dict(os.environ, **(env or {})))
     process_wall = time.perf_counter() - t0
     if r.returncode:
         raise RuntimeError(r.stderr)
@@ -80,7 +80,19 @@ def eval_run(data: Path, out: Path, options: list[str], ray_args: list[str]) -> 
                 phase_s=phase, process_s=process_wall, ray=ray)
 
 
-def sweep(videos: int, sizes: list[str]) -> list[dict]:
+RUNS = {  # label: (--ray arguments, extra environment)
+    "one process": ([], {}),
+    "ray, 1 actor": (["--ray", "local", "--actors", "1"], {}),
+    "ray, 2 actors": (["--ray", "local", "--actors", "2"], {}),
+    "ray, 1 actor, nice 0": (["--ray", "local", "--actors", "1"], {"RAY_worker_niceness": "0"}),
+    "ray, 2 actors, nice 0": (["--ray", "local", "--actors", "2"], {"RAY_worker_niceness": "0"}),
+}
+
+
+def sweep(videos: int, sizes: list[str], labels: list[str], repeats: int) -> list[dict]:
+    """Each size's runs interleaved ``repeats`` times (this machine's speed drifts); medians per run."""
+    import statistics
+
     from longvid.video import write_test_video
 
     out = []
@@ -90,23 +102,28 @@ def sweep(videos: int, sizes: list[str]) -> list[dict]:
         for size in sizes:
             questions, options = SIZES[size]
             data = videomme(tmp / f"data-{size}", videos, questions, clip)
-            runs = {}
-            for label, ray_args in (("one process", []), ("ray, 1 actor", ["--ray", "local", "--actors", "1"]),
-                                    ("ray, 2 actors", ["--ray", "local", "--actors", "2"])):
-                runs[label] = eval_run(data, tmp / f"out-{size}-{len(runs)}", options, ray_args)
-                print(f"# {size} / {label}: {runs[label]['phase_s']:.1f} s", file=sys.stderr, flush=True)
-            base = runs["one process"]
-            for label, r in runs.items():
-                ray = r["ray"] or {}
-                out.append(dict(size=size, run=label, units=videos, answers=r["answers"],
-                                answers_per_unit=r["answers"] // videos, phase_s=round(r["phase_s"], 2),
-                                answers_per_s=round(r["answers"] / r["phase_s"], 2),
-                                speedup=round(base["phase_s"] / r["phase_s"], 2), process_s=round(r["process_s"], 1),
-                                unit_s=ray.get("unit_seconds_median") and round(ray["unit_seconds_median"], 3),
-                                overhead_ms=ray.get("overhead_seconds_median") and
-                                round(1000 * ray["overhead_seconds_median"], 1),
-                                overhead_pct=ray.get("overhead_fraction") and round(100 * ray["overhead_fraction"], 2),
-                                same_samples=r["rows"] == base["rows"]))
+            runs = {label: [] for label in labels}
+            for rep in range(repeats):
+                for label in labels:
+                    ray_args, env = RUNS[label]
+                    runs[label].append(eval_run(data, tmp / f"out-{size}-{label}-{rep}".replace(" ", "_"), options,
+                                                ray_args, env))
+                    print(f"# {size} / {label} / {rep}: {runs[label][-1]['phase_s']:.2f} s", file=sys.stderr,
+                          flush=True)
+            base = statistics.median(r["phase_s"] for r in runs[labels[0]])
+            for label, rs in runs.items():
+                phase = statistics.median(r["phase_s"] for r in rs)
+                rays = [r["ray"] for r in rs if r["ray"]]
+                med = (lambda key: statistics.median(x[key] for x in rays) if rays else None)
+                out.append(dict(size=size, run=label, units=videos, answers=rs[0]["answers"],
+                                answers_per_unit=rs[0]["answers"] // videos, phase_s=round(phase, 2),
+                                phase_runs_s=[round(r["phase_s"], 2) for r in rs],
+                                answers_per_s=round(rs[0]["answers"] / phase, 2), speedup=round(base / phase, 2),
+                                process_s=round(statistics.median(r["process_s"] for r in rs), 1),
+                                unit_s=rays and round(med("unit_seconds_median"), 3) or None,
+                                overhead_ms=rays and round(1000 * med("overhead_seconds_median"), 1) or None,
+                                overhead_pct=rays and round(100 * med("overhead_fraction"), 2) or None,
+                                same_samples=all(r["rows"] == runs[labels[0]][0]["rows"] for r in rs)))
     return out
 
 
@@ -146,14 +163,20 @@ def main() -> None:
     parser.add_argument("--sizes", default="small,medium,large")
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--skip", choices=["sweep", "serving"])
+    parser.add_argument("--runs", default="one process;ray, 1 actor;ray, 2 actors", help="sweep runs separated by "
+                        "semicolons, of: " + "; ".join(RUNS))
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each sweep run")
     args = parser.parse_args()
     result = {"benchmark": "ray_scale", **git_state(), "videos": args.videos, "requests": args.requests}
     if args.skip != "sweep":
-        result["sweep"] = sweep(args.videos, args.sizes.split(","))
-        print(f"{'unit size':9} {'run':15} {'answers/unit':>12} {'phase s':>8} {'ans/s':>6} {'speedup':>7} "
+        labels = [label.strip() for label in args.runs.split(";")]
+        if unknown := [label for label in labels if label not in RUNS]:
+            parser.error(f"--runs: unknown {unknown}; pick from: {'; '.join(RUNS)}")
+        result["sweep"] = sweep(args.videos, args.sizes.split(","), labels, args.repeats)
+        print(f"{'unit size':9} {'run':21} {'answers/unit':>12} {'phase s':>8} {'ans/s':>6} {'speedup':>7} "
               f"{'process s':>9} {'unit s':>7} {'overhead ms':>11} {'overhead %':>10} same")
         for r in result["sweep"]:
-            print(f"{r['size']:9} {r['run']:15} {r['answers_per_unit']:12} {r['phase_s']:8} {r['answers_per_s']:6} "
+            print(f"{r['size']:9} {r['run']:21} {r['answers_per_unit']:12} {r['phase_s']:8} {r['answers_per_s']:6} "
                   f"{r['speedup']:7} {r['process_s']:9} {str(r['unit_s'] or '-'):>7} "
                   f"{str(r['overhead_ms'] or '-'):>11} {str(r['overhead_pct'] or '-'):>10} {r['same_samples']}")
     if args.skip != "serving":
