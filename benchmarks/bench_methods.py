@@ -1,6 +1,6 @@
-"""What each longvid method costs and what it saves: its own work at 7B sizes on CPU, and tiny-model TTFT per preset.
+"""What each longvid method costs and what it saves: its own work at 7B sizes on CPU.
 
-Two benchmarks in one file, each printing a table and then one JSON object as the last line.
+Prints a table and then one JSON object as the last line.
 
 ``cost`` -- issue: "each method's own cost (clustering, scoring, gathering) at 4k, 16k and 64k visual tokens with
 hidden size 3584 on this 2-core CPU, next to the LLM prefill FLOPs it saves on a 7B model; PruneVid stage 1 stays per
@@ -28,22 +28,12 @@ only. PivotKV's observe unit is timed in the first size's rounds. Peak extra mem
 (``--memory``), the peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs`` once the inputs are built) minus the
 RSS just before one call (tracemalloc does not see torch).
 
-``ttft`` -- issue: "on the tiny model, time-to-first-token and peak memory of every preset vs ``full`` at 16k visual
-tokens, and KV bytes after prefill". Tiny Qwen2-VL (hidden 256, 12 layers, 4 heads, 2 KV heads, vision depth 2,
-float32, SDPA), a synthetic 448x448 clip read as 128 frames -> 64 steps x 256 = 16384 visual tokens. Every
-registered preset at its defaults and, where ``keep`` applies, at keep=0.25 (combinations that raise ValueError are
-listed), plus two diagnostics, ``full`` with the whole prompt in one prefill chunk and ``full`` in 4096-token chunks
-(PivotKV's chunking without its scoring), and ``full`` again at the end (drift check). Each runs in a fresh
-interpreter (peak RSS = that process's ``ru_maxrss``, which a forked child would inherit from the parent; the child's
-``VmHWM`` is recorded too): load, one warmup ask on an 8-frame clip (same code paths, 1024 tokens), then timed
-``lm.ask(frames, q, method=..., keep=..., max_new_tokens=1)``, wall TTFT = decoded frames to first token: up to
-``--runs`` asks (median), a further one only while ``--budget`` seconds of timed asks allow, so the whole run stays
-under 10 minutes (presets at ~16 s per ask get one; the table says how many each got).
+The tiny-model TTFT per preset this file also measured (``ttft``) is now ``longvid bench`` (issue 15:
+``results/method_ttft_tiny.md`` has the command).
 
 Run (2 torch threads)::
 
     python benchmarks/bench_methods.py cost [--runs 3] [--sizes 4096 16384 65536] [--no-memory]   # ~7 min
-    python benchmarks/bench_methods.py ttft [--runs 3] [--budget 20]                               # ~8 min
 """
 
 from __future__ import annotations
@@ -57,7 +47,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -683,170 +672,12 @@ def print_cost_table(rows: list[dict], errors: dict, observe: dict | None) -> No
         print(f"FAILED {key}: {err}")
 
 
-# ----- ttft -----------------------------------------------------------------------------------------------------
-
-TINY = {"hidden_size": 256, "num_layers": 12, "num_heads": 4, "num_kv_heads": 2, "vision_depth": 2}
-TTFT_FRAMES, TTFT_FPS, WARMUP_FRAMES = 128, 8, 8
-TTFT_SIDE = 448
-QUESTION = "What moves in the video?"
-ONE_CHUNK = 32768  # > the 16467-token prompt: full in a single prefill forward
-
-
-def ttft_child(model: str, video: str, warmup_video: str, method: str, keep: float | None, chunk_size: int | None,
-               runs: int, budget_sec: float, threads: int) -> dict:
-    """In a fresh interpreter: load, warm up on a short clip, time asks at 16k tokens, read peak RSS.
-
-    Up to ``runs`` asks; after the first, another only if it is expected to end within ``budget_sec`` of timed asks
-    (so cheap presets get ``runs`` asks and the slow ones one).
-    """
-    import longvid
-    from longvid.video import read_video
-
-    torch.set_num_threads(threads)
-    lm = longvid.load(model, dtype="float32", attn_implementation="sdpa", min_pixels=TTFT_SIDE * TTFT_SIDE,
-                      max_pixels=TTFT_SIDE * TTFT_SIDE)
-    frames = read_video(video, num_frames=TTFT_FRAMES)
-    small = read_video(warmup_video, num_frames=WARMUP_FRAMES)
-    kwargs = {"method": method, "keep": keep, "max_new_tokens": 1}
-    if chunk_size is not None:
-        kwargs["chunk_size"] = chunk_size
-    rss_loaded = rss_bytes()
-    t0 = time.perf_counter()
-    lm.ask(small, QUESTION, **kwargs)
-    warmup = time.perf_counter() - t0
-    walls, stats = [], []
-    while len(walls) < runs and (not walls or sum(walls) + walls[-1] <= budget_sec):
-        t0 = time.perf_counter()
-        ans = lm.ask(frames, QUESTION, **kwargs)
-        walls.append(time.perf_counter() - t0)
-        stats.append(ans.stats)
-    s = stats[-1]
-    return {"method": method, "keep": keep, "chunk_size": chunk_size, "warmup_sec": round(warmup, 3),
-            "wall_sec": [round(w, 4) for w in walls], "ttft_sec": statistics.median(walls),
-            "stage_sec": {k: round(statistics.median(x.seconds[k] for x in stats), 4) for k in s.seconds},
-            "visual_tokens": s.visual_tokens, "kept_tokens": s.kept_tokens, "retention": s.retention,
-            "llm_tokens": s.llm_tokens, "kv_bytes": s.kv_bytes, "rss_loaded": rss_loaded,
-            "peak_rss": max_rss_bytes(), "peak_over_loaded": max_rss_bytes() - rss_loaded, "vm_hwm": peak_rss_bytes(),
-            "first_token": ans.token_ids[:1]}
-
-
-def ttft_configs() -> tuple[list[dict], list[dict]]:
-    """Every registered preset at its defaults and at keep=0.25; the combinations get_method refuses, with why."""
-    from longvid.methods.registry import METHODS, get_method
-
-    configs, refused = [], []
-    for name in METHODS:
-        for keep in (None, KEEP):
-            try:
-                get_method(name, keep=keep)
-            except ValueError as err:
-                refused.append({"method": name, "keep": keep, "error": str(err)})
-                continue
-            configs.append({"method": name, "keep": keep, "chunk_size": None, "label": name if keep is None
-                            else f"{name} keep={keep}"})
-    configs.append({"method": "full", "keep": None, "chunk_size": ONE_CHUNK, "label": "full, one chunk (diag.)"})
-    configs.append({"method": "full", "keep": None, "chunk_size": PIVOT_CHUNK_STEPS * 256,
-                    "label": "full, chunk 4096 (diag.)"})  # PivotKV's chunking without its observe
-    configs.append({"method": "full", "keep": None, "chunk_size": None, "label": "full (again, at the end)"})
-    return configs, refused
-
-
-def ttft_main(runs: int, budget_sec: float, threads: int, only: list[str] | None) -> dict:
-    from longvid.tiny import save_tiny_model
-    from longvid.video import write_test_video
-
-    configs, refused = ttft_configs()
-    if only:
-        configs = [c for c in configs if c["method"] in only]
-    probes = {"start": probe()}
-    results = []
-    t_start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        model = save_tiny_model(tmp / "model", "qwen2_vl", seed=0, **TINY)
-        video = write_test_video(tmp / "clip.mp4", seconds=TTFT_FRAMES / TTFT_FPS, fps=TTFT_FPS, width=TTFT_SIDE,
-                                 height=TTFT_SIDE)
-        small = write_test_video(tmp / "warmup.mp4", seconds=WARMUP_FRAMES / TTFT_FPS, fps=TTFT_FPS,
-                                 width=TTFT_SIDE, height=TTFT_SIDE)
-        for c in configs:
-            args = ["_ttft-child", str(model), str(video), str(small), c["method"], str(c["keep"]),
-                    str(c["chunk_size"]), str(runs), str(budget_sec), str(threads)]
-            t0 = time.perf_counter()
-            got = run_child(args)
-            got.update(label=c["label"], child_wall_sec=round(time.perf_counter() - t0, 1),
-                       load_avg_1m=round(os.getloadavg()[0], 2))
-            results.append(got)
-            print(f"# {c['label']}: {got.get('ttft_sec', got.get('error'))} ({got['child_wall_sec']} s, load "
-                  f"{got['load_avg_1m']})", file=sys.stderr, flush=True)
-    elapsed = time.perf_counter() - t_start
-    probes["end"] = probe()
-    full = next((r for r in results if r["label"] == "full" and "error" not in r), None)
-    if full:
-        for r in results:
-            if "error" in r:
-                continue
-            r["vs_full"] = {"ttft": r["ttft_sec"] / full["ttft_sec"], "peak_rss": r["peak_rss"] / full["peak_rss"],
-                            "peak_over_loaded": r["peak_over_loaded"] / full["peak_over_loaded"],
-                            "kv_bytes": r["kv_bytes"] / full["kv_bytes"]}
-    print_ttft_table(results, refused)
-    return {
-        "benchmark": "method_ttft_tiny",
-        "config": {"family": "qwen2_vl", **TINY, "dtype": "float32", "attn_implementation": "sdpa",
-                   "threads": threads, "frame_size": [TTFT_SIDE, TTFT_SIDE], "num_frames": TTFT_FRAMES,
-                   "warmup_frames": WARMUP_FRAMES, "question": QUESTION, "max_runs": runs,
-                   "timed_budget_sec_per_preset": budget_sec, "keep": KEEP,
-                   "max_new_tokens": 1},
-        "results": results,
-        "refused": refused,
-        "probes": probes,
-        "measure_wall_sec": round(elapsed, 1),
-        "versions": versions(),
-        "machine": machine(),
-        "command": " ".join(["python", *sys.argv]),
-    }
-
-
-def print_ttft_table(results: list[dict], refused: list[dict]) -> None:
-    nan = float("nan")
-    columns = [  # header, width, value of a result row
-        ("TTFT s", 7, lambda r, v: f"{r['ttft_sec']:.2f}"),
-        ("runs", 4, lambda r, v: len(r["wall_sec"])),
-        ("x full", 6, lambda r, v: f"{v.get('ttft', nan):.2f}"),
-        ("vision", 6, lambda r, v: f"{r['stage_sec']['vision']:.2f}"),
-        ("reduce", 6, lambda r, v: f"{r['stage_sec']['reduce']:.2f}"),
-        ("prefill", 7, lambda r, v: f"{r['stage_sec']['prefill']:.2f}"),
-        ("kept", 6, lambda r, v: r["kept_tokens"]),
-        ("retention", 9, lambda r, v: f"{r['retention']:.3f}"),
-        ("LLM tok", 7, lambda r, v: r["llm_tokens"]),
-        ("KV MiB", 7, lambda r, v: f"{r['kv_bytes'] / 2 ** 20:.1f}"),
-        ("x full", 6, lambda r, v: f"{v.get('kv_bytes', nan):.2f}"),
-        ("peak RSS MiB", 12, lambda r, v: f"{r['peak_rss'] / 2 ** 20:.0f}"),
-        ("x full", 6, lambda r, v: f"{v.get('peak_rss', nan):.2f}"),
-        ("peak-loaded", 11, lambda r, v: f"{r['peak_over_loaded'] / 2 ** 20:.0f}"),
-        ("x full", 6, lambda r, v: f"{v.get('peak_over_loaded', nan):.2f}"),
-    ]
-    print(f"{'preset':<26} " + " ".join(f"{h:>{w}}" for h, w, _ in columns))
-    for r in results:
-        if "error" in r:
-            print(f"{r['label']:<26} FAILED: {r['error']}")
-            continue
-        print(f"{r['label']:<26} " + " ".join(f"{f(r, r.get('vs_full', {})):>{w}}" for _, w, f in columns))
-    for r in refused:
-        print(f"refused: {r['method']} keep={r['keep']}: {r['error']}")
-
-
 # ----- entry points ---------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_cost-memory":  # internal: one memory measurement in a fresh interpreter
         print(json.dumps(measure_case_memory(argv[1], int(argv[2]))))
-        return
-    if argv and argv[0] == "_ttft-child":  # internal: one preset in a fresh interpreter
-        model, video, small, method, keep, chunk, runs, budget, threads = argv[1:]
-        print(json.dumps(ttft_child(model, video, small, method, None if keep == "None" else float(keep),
-                                    None if chunk == "None" else int(chunk), int(runs), float(budget),
-                                    int(threads))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -856,22 +687,13 @@ def main(argv: list[str] | None = None) -> None:
     cost.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-RSS subprocesses")
     cost.add_argument("--threads", type=int, default=2)
     cost.add_argument("--only", nargs="+", help="only these cases (e.g. knorm pivotkv-observe pivotkv-0.25)")
-    ttft = sub.add_parser("ttft", help="tiny-model TTFT, peak RSS and KV bytes per preset at 16k visual tokens")
-    ttft.add_argument("--runs", type=int, default=3, help="at most this many timed asks per preset")
-    ttft.add_argument("--budget", type=float, default=20.0,
-                      help="seconds of timed asks per preset: a further ask only if it should fit (at least one)")
-    ttft.add_argument("--threads", type=int, default=2)
-    ttft.add_argument("--only", nargs="+", help="only these presets (debugging)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.threads < 1:
         parser.error("--runs and --threads must be >= 1")
-    if args.bench == "cost":
-        chunk = PIVOT_CHUNK_STEPS * SIDE * SIDE
-        if any(n < 1 or n % chunk for n in args.sizes):  # PivotKV's observe unit is one whole chunk
-            parser.error(f"--sizes must be positive multiples of {chunk} (whole PivotKV chunks)")
-        result = cost_main(args.sizes, args.runs, args.memory, args.threads, args.only)
-    else:
-        result = ttft_main(args.runs, args.budget, args.threads, args.only)
+    chunk = PIVOT_CHUNK_STEPS * SIDE * SIDE
+    if any(n < 1 or n % chunk for n in args.sizes):  # PivotKV's observe unit is one whole chunk
+        parser.error(f"--sizes must be positive multiples of {chunk} (whole PivotKV chunks)")
+    result = cost_main(args.sizes, args.runs, args.memory, args.threads, args.only)
     print(json.dumps(result))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -134,6 +135,9 @@ class Sweep:
             inner = cause(err)
             if isinstance(inner, ValueError):
                 raise ValueError(str(inner).splitlines()[0]) from None
+            found = re.findall(r"ValueError: (.+)", str(err))  # an actor that failed to start (its model)
+            if found:
+                raise ValueError(found[-1].strip()) from None
             raise inner from None
         self.pids = [a["pid"] for a in about]
         devices = sorted({f"{a['device']}@{a['node']}" for a in about})

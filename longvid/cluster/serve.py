@@ -108,8 +108,8 @@ class Replica:
                         return
         finally:
             gone.set()  # the client left (or the reply is complete): the app's disconnect checks see it
-            if not sent.is_set():
-                app.cancel()
+            if not sent.is_set():  # the app cancels its job on the disconnect; stop it if it has not within 5 s
+                asyncio.get_running_loop().call_later(5, app.cancel)
 
 
 def _error(status: int, message: str, param: str | None, code: str) -> dict:
