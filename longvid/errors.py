@@ -104,6 +104,11 @@ def method_context(name: str):
         _METHOD.reset(token)
 
 
+def active_interface() -> Interface:
+    """The interface messages are worded for now (handed to other processes, e.g. Ray actors, to word theirs)."""
+    return _ACTIVE.get()
+
+
 def option(name: str, value=_UNSET) -> str:
     """The option ``name`` (and its value) as the active interface writes it: ``fps=0`` or ``--fps 0``."""
     return _ACTIVE.get().option(name, value)

@@ -176,6 +176,7 @@ def test_stopped_driver_continues_from_the_samples(videomme, local_run, tmp_path
     (("--ray", "127.0.0.1:1"), "--ray 127.0.0.1:1: no Ray cluster could be joined"),
     (("--ray", "local", "--device", "cuda"), "--device cuda: the Ray cluster has no GPU"),
     (("--ray", "local", "--methods", "fastv", "--set", "fastv.layer=40"), "layer"),
+    (("--ray", "local", "--model", "/nonexistent/model"), "pass --model with a local checkpoint"),  # the actor's
 ])
 def test_bad_ray_options_are_one_line(videomme, tmp_path, args, words):
     r = subprocess.run(command(videomme, tmp_path, *args), capture_output=True, text=True, timeout=300)

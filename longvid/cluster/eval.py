@@ -29,14 +29,17 @@ MAX_ATTEMPTS = 3  # actors a unit may kill before the run stops
 class EvalActor:
     """One model on one device, answering units (a Ray actor; plain class so it is importable without Ray)."""
 
-    def __init__(self, model: str, device: str, dtype: str, threads: int | None):
+    def __init__(self, model: str, device: str, dtype: str, threads: int | None, words=None):
         import torch
 
         import longvid
+        from longvid.errors import PYTHON, interface
 
         if threads:
             torch.set_num_threads(threads)
-        self.lm = longvid.load(model, device=device, dtype=dtype)
+        self.words = words or PYTHON  # the driver's interface: errors name what the user typed (--model, --set)
+        with interface(self.words):
+            self.lm = longvid.load(model, device=device, dtype=dtype)
 
     def describe(self) -> dict:
         import ray
@@ -44,16 +47,20 @@ class EvalActor:
         return dict(pid=os.getpid(), device=str(self.lm.adapter.device), node=ray.util.get_node_ip_address())
 
     def check(self, settings) -> str:
+        from longvid.errors import interface
         from longvid.eval.runner import check_runs
 
-        return check_runs(self.lm, settings)
+        with interface(self.words):
+            return check_runs(self.lm, settings)
 
     def run(self, settings, unit: dict) -> dict:
         """The unit's rows, per (method, keep), with the seconds spent inside the model and in all."""
+        from longvid.errors import interface
         from longvid.eval.runner import _Timing, run_unit
 
         t0, timing = time.perf_counter(), _Timing()
-        groups = [rows for _, _, rows in run_unit(self.lm, settings, unit, timing)]
+        with interface(self.words):
+            groups = [rows for _, _, rows in run_unit(self.lm, settings, unit, timing)]
         return dict(groups=groups, work=timing.work, wall=time.perf_counter() - t0, pid=os.getpid())
 
 
@@ -117,7 +124,9 @@ class Sweep:
         resources = dict(num_gpus=1, num_cpus=1) if on_gpu else dict(num_cpus=threads)
         self.ray, self.n, self.log = ray, n, log
         self.factory = ray.remote(max_restarts=0, max_task_retries=0, **resources)(EvalActor)
-        self.args = (model, "cuda" if on_gpu else device, dtype, threads)
+        from longvid.errors import active_interface
+
+        self.args = (model, "cuda" if on_gpu else device, dtype, threads, active_interface())
         self.actors = [self._new() for _ in range(n)]
         self.stats = SweepStats(actors=n)
 
