@@ -27,6 +27,7 @@ with its prefill at the FLOP-ideal time) and prints the table and a JSON last li
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import statistics
@@ -49,6 +50,7 @@ class BenchPlan:
     warmup: int = 1
     new_tokens: int = 16
     chunk_size: int = 8192
+    vs_generate: bool = False  # also time transformers' own generate on the same prompt (the full row)
 
     def __post_init__(self):
         from longvid.methods.registry import check_keep_ratios, check_method_names, get_method
@@ -99,10 +101,12 @@ def read_config(config_path: str | Path) -> dict:
 
 
 def random_model(config_path: str | Path, *, device: str = "cpu", dtype="auto", attn: str = "sdpa",
-                 layers: int | None = None, vision_layers: int | None = None):
+                 layers: int | None = None, vision_layers: int | None = None, min_pixels: int | None = None,
+                 max_pixels: int | None = None):
     """A `LongVid` over the real transformers class built from ``config_path`` with random weights (initialised on
     ``device``), longvid's byte-level tokenizer (its special-token ids written into the config) and the released
-    video processor's frame sizes. ``layers`` / ``vision_layers`` cut the LLM / vision depth (to fit a CPU)."""
+    video processor's frame sizes (``min_pixels`` / ``max_pixels`` override them). ``layers`` / ``vision_layers`` cut
+    the LLM / vision depth (to fit a CPU)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -136,7 +140,11 @@ def random_model(config_path: str | Path, *, device: str = "cpu", dtype="auto", 
     import importlib
 
     module = importlib.import_module(module_name)
+    check_positive("min_pixels", min_pixels, integer=True)
+    check_positive("max_pixels", max_pixels, integer=True)
+    module.pixel_plan_from_checkpoint(folder, min_pixels, max_pixels)  # the pixel settings checked as load does
     pre = getattr(module, "preprocessor_kwargs", read_preprocessor_config)(folder)
+    pre.update({k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None})
     config = AutoConfig.from_pretrained(folder)
     torch_dtype = resolve_dtype(dtype)
     torch_dtype = torch.bfloat16 if torch_dtype == "auto" and resolve_device(device).type == "cuda" else (
@@ -229,6 +237,10 @@ def run_bench(lm, plan: BenchPlan, *, folder: Path | None = None, log=print) -> 
                        text_tokens=text)
             if text_config is not None:
                 row["prefill_flops"] = prefill_flops(text_config, s.llm_tokens)
+            if plan.vs_generate and method_name == "full":
+                row.update(reference_generate(lm, path, sampling, plan))
+                log(f"{n} tokens, transformers generate: TTFT {row['generate_ttft_s']:.3f} s; longvid full without "
+                    f"its preprocessing {row['vs_generate']:.3f}x of it")
             rows.append(row)
             log(f"{n} tokens, {method_name}{'' if keep is None else f' keep {keep:g}'}: TTFT {row['ttft_s']:.3f} s, "
                 f"prefill {row['prefill_s']:.3f} s, peak {row['peak_bytes'] / 2**20:.0f} MiB")
@@ -239,6 +251,57 @@ def run_bench(lm, plan: BenchPlan, *, folder: Path | None = None, log=print) -> 
         row["ideal_speedup"] = ideal
         row["of_ideal"] = (row["prefill_speedup"] / ideal) if ideal and row["prefill_speedup"] else None
     return dict(rows=rows, device=str(device), dtype=str(lm.adapter.dtype), family=lm.adapter.family)
+
+
+def reference_generate(lm, path, sampling, plan: BenchPlan) -> dict:
+    """transformers' own ``model.generate`` (``max_new_tokens=1``, greedy) on the prompt longvid builds for ``full``
+    (`ModelAdapter.generate_inputs`), its inputs prepared beforehand as a processor would, against longvid's
+    ``full`` ask (``max_new_tokens=1``) on the same decoded frames, in alternating order round by round (``plan.warmup``
+    rounds, then ``plan.runs`` timed). longvid's TTFT includes its own preprocessing (resize, normalise, patchify),
+    which transformers' processor does before ``generate``; it is timed alone in the same rounds and subtracted.
+    Returns the medians and the median of per-round ratios (``vs_generate``)."""
+    import torch
+
+    from longvid.methods.registry import get_method
+
+    a = lm.adapter
+    device = a.device
+    frames = lm.read(path, sampling)
+    dtype = next(a.model.parameters()).dtype
+    kwargs = {k: (v.to(device, dtype) if k.startswith("pixel_values") else v.to(device)) if torch.is_tensor(v) else v
+              for k, v in a.generate_inputs(frames.frames, frames.timestamps, QUESTION).items()}
+    takes_time = "timestamps" in inspect.signature(a.preprocess).parameters
+    full = get_method("full")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def timed(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+
+    cases = {
+        "generate": lambda: a.model.generate(**kwargs, max_new_tokens=1, do_sample=False),
+        "ask": lambda: lm.ask(frames, QUESTION, method=full, max_new_tokens=1, chunk_size=plan.chunk_size),
+        "preprocess": lambda: a.preprocess(frames.frames, frames.timestamps) if takes_time else
+        a.preprocess(frames.frames),
+    }
+    seconds = {name: [] for name in cases}
+    for i in range(plan.warmup + plan.runs):
+        for name in (cases if i % 2 == 0 else reversed(list(cases))):
+            t = timed(cases[name])
+            if i >= plan.warmup:
+                seconds[name].append(t)
+    paired = [(ask - pre) / gen for gen, ask, pre in zip(seconds["generate"], seconds["ask"], seconds["preprocess"])]
+    return dict(generate_ttft_s=statistics.median(seconds["generate"]),
+                ask_ttft_s=statistics.median(seconds["ask"]),
+                preprocess_s=statistics.median(seconds["preprocess"]), vs_generate=statistics.median(paired))
 
 
 def table(result: dict) -> str:
@@ -256,6 +319,15 @@ def table(result: dict) -> str:
                      f"{r['ttft_s']:.3f} | {r['peak_bytes'] / 2**20:.0f} | {r['kv_bytes'] / 2**20:.1f} | "
                      f"{fmt(r['prefill_speedup'], '.2f')} | {fmt(r['ideal_speedup'], '.2f')} | "
                      f"{fmt(r['of_ideal'], '.2f')} |")
+    reference = [r for r in result["rows"] if "vs_generate" in r]
+    if reference:
+        lines += ["", "`full` against transformers' own `generate` on the same prompt and frames (`max_new_tokens=1`, "
+                  "alternating rounds; transformers' inputs are prepared beforehand, so longvid's preprocessing is "
+                  "subtracted from its time; ratio: median of the per-round ratios):", "",
+                  "| visual tokens | transformers s | longvid s | longvid preprocess s | ratio (excl. preprocess) |",
+                  "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['visual_tokens']} | {r['generate_ttft_s']:.3f} | {r['ask_ttft_s']:.3f} | "
+                  f"{r['preprocess_s']:.3f} | {r['vs_generate']:.3f} |" for r in reference]
     return "\n".join(lines) + "\n"
 
 

@@ -547,6 +547,11 @@ def bench(
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
     attn: str = typer.Option("sdpa", help="Attention implementation: sdpa, eager, flash_attention_2."),
     chunk_size: int = typer.Option(DEFAULT_CHUNK, help="Prefill chunk, tokens."),
+    max_pixels: Optional[int] = typer.Option(None, help="Max pixels per frame after resizing (default: the "
+                                                        "model's processor)."),
+    min_pixels: Optional[int] = typer.Option(None, help="Min pixels per frame after resizing."),
+    vs_generate: bool = typer.Option(False, help="Also time transformers' own generate on full's prompt (TTFT "
+                                                 "ratio, longvid's preprocessing subtracted)."),
     out_dir: Optional[str] = typer.Option(None, "--out", help="Folder for table.md, results.json and the plots "
                                                               "(default ./longvid-bench)."),
 ):
@@ -561,7 +566,7 @@ def bench(
                      keeps=[None if k == "default" else float(k)
                             for k in split_list(keep, keep_value, "--keep", "ratios (or default)")],
                      runs=runs, warmup=warmup, new_tokens=new_tokens,
-                     chunk_size=chunk_size)
+                     chunk_size=chunk_size, vs_generate=vs_generate)
     if (model is None) == (config is None):
         fail("pass one of --model DIR (or longvid-tiny) and --config FILE")
     if config is None and (layers is not None or vision_layers is not None):
@@ -570,13 +575,19 @@ def bench(
         from longvid.bench import read_config
 
         read_config(config)  # a bad config is one line before anything is written
+    from longvid.errors import check_positive
+
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        check_positive(name, value, integer=True)  # before the output folder is made
     folder = writable_folder(Path(out_dir or "longvid-bench"), option="out")
     import longvid
 
     if config is not None:
-        lm = random_model(config, device=device, dtype=dtype, attn=attn, layers=layers, vision_layers=vision_layers)
+        lm = random_model(config, device=device, dtype=dtype, attn=attn, layers=layers, vision_layers=vision_layers,
+                          min_pixels=min_pixels, max_pixels=max_pixels)
     else:
-        lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn)
+        lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn,
+                          min_pixels=min_pixels, max_pixels=max_pixels)
     for name, value in plan.cases():
         longvid.get_method(name, keep=value).check_model(lm.adapter)
     result = run_bench(lm, plan, folder=folder, log=lambda m: err.print(m, markup=False))

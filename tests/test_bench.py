@@ -44,10 +44,15 @@ def test_bench_builds_a_random_model_from_a_config(tmp_path):
     config = tmp_path / "config.json"
     tiny_config("qwen2_5_vl", num_layers=3, vision_depth=3).to_json_file(config)
     r = bench("--config", config, "--layers", 1, "--vision-layers", 1, "--tokens", 256, "--methods", "full",
-              "--runs", 1, "--warmup", 0, "--new-tokens", 2, "--out", tmp_path / "out")
+              "--runs", 1, "--warmup", 0, "--new-tokens", 2, "--vs-generate", "--min-pixels", 112 * 112, "--max-pixels", 112 * 112,
+              "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["family"] == "qwen2_5_vl" and result["layers"] == 1 and result["rows"][0]["visual_tokens"] >= 256
+    full = result["rows"][0]  # transformers' own generate on the same prompt, longvid's preprocessing apart
+    assert set(full) == FIELDS | {"generate_ttft_s", "ask_ttft_s", "preprocess_s", "vs_generate"}
+    assert full["generate_ttft_s"] > 0 and full["vs_generate"] > 0 and "transformers s" in r.stdout
+    assert full["visual_tokens"] % 16 == 0  # 112 x 112 frames: 4 x 4 merged tokens a temporal step
 
 
 def test_bad_bench_options_are_one_line(tmp_path):
@@ -55,7 +60,8 @@ def test_bad_bench_options_are_one_line(tmp_path):
                         (["--tokens", "64"], "pass one of --model"),
                         (["--model", "longvid-tiny", "--methods", "nope"], "--methods nope has unknown methods"),
                         (["--model", "longvid-tiny", "--keep", "abc"], "is not a comma-separated list of ratios"),
-                        (["--config", tmp_path / "none.json"], "cannot be read as a model config")):
+                        (["--config", tmp_path / "none.json"], "cannot be read as a model config"),
+                        (["--model", "longvid-tiny", "--max-pixels", "0"], "--max-pixels 0 is invalid")):
         r = bench(*args, "--out", tmp_path / "o")
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, r.stderr
         assert not (tmp_path / "o").exists()  # nothing written
