@@ -18,6 +18,8 @@ from longvid.methods.compose import Method
 from longvid.methods.frames.uniform import UniformFrames
 from longvid.methods.kv.knorm import KnormPress
 from longvid.methods.kv.pivotkv import PivotKV
+from longvid.methods.kv.random_kv import RandomKVPress
+from longvid.methods.kv.streaming import StreamingLLMPress
 from longvid.methods.layers.fastv import FastV
 from longvid.methods.layers.prunevid_prune import PruneVidPrune
 from longvid.methods.tokens.dpselect import DPSelect
@@ -112,6 +114,16 @@ def dpselect(keep=None, budget=None, **settings) -> Method:
 def knorm(keep=None, budget=None, **settings) -> Method:
     stage = _stage("knorm", KnormPress, keep, budget, settings, 0.5)
     return Method("knorm", press=stage, keep=stage.keep)
+
+
+def random_kv(keep=None, budget=None, **settings) -> Method:
+    stage = _stage("random-kv", RandomKVPress, keep, budget, settings, 0.5)
+    return Method("random-kv", press=stage, keep=stage.keep)
+
+
+def streamingllm(keep=None, budget=None, **settings) -> Method:
+    stage = _stage("streamingllm", StreamingLLMPress, keep, budget, settings, 0.5)
+    return Method("streamingllm", press=stage, keep=stage.keep)
 
 
 def pivotkv(keep=None, budget=None, **settings) -> Method:

@@ -226,6 +226,14 @@ register(MethodSpec(
     "(--keep sets r, --budget the max input length; --set yarn_factor=4 for the recipe's RoPE)",
     "https://arxiv.org/abs/2412.20504"))
 register(MethodSpec(
+    "random-kv", "KV press", P + "random_kv",
+    "keep=0.5, seed=0: each layer and KV head keeps a random share of the visual entries; the scorer-free floor of "
+    "the presses", "baseline (kvpress RandomPress)"))
+register(MethodSpec(
+    "streamingllm", "KV press", P + "streamingllm",
+    "keep=0.5: the most recent visual entries, with the chat prefix as the attention sink (--set sink=N keeps the "
+    "first N visual entries too)", "https://arxiv.org/abs/2309.17453"))
+register(MethodSpec(
     "fastv", "layer pruner", P + "fastv",
     "keep=0.5, layer=1 (the paper's K=2: scores at layer 1, prunes from layer 2, absolute as in the paper)",
     "https://arxiv.org/abs/2403.06764", query_aware=True))

@@ -1,0 +1,33 @@
+"""Presses whose score of a cache entry is a function of when it arrived: its index among the visual tokens.
+
+Each entry is scored once, on arrival, from its absolute visual index (the chunk's new visual entries are the last
+``n_new_visual`` of ``visual_seen``), and the score travels with it (``per_entry_scores``). So how the prefill is
+chunked never changes what is kept: the same entries survive as if the whole video had been scored at once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from longvid.methods.base import KVPress, PrefillChunk
+
+
+class ArrivalScoredPress(KVPress):
+    """A KV press scoring entries by ``index_score(layer_idx, index)``, ``index`` (H_kv, n) absolute visual indices."""
+
+    per_entry_scores = True
+
+    def index_score(self, layer_idx: int, index: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _scores(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor, chunk: PrefillChunk) -> torch.Tensor:
+        old = chunk.state.get(layer_idx)
+        n_old = 0 if old is None else old.shape[-1]
+        b, heads, length = keys.shape[0], keys.shape[1], keys.shape[2] - chunk.n_protected
+        n_new = length - n_old
+        first = chunk.visual_seen - n_new
+        index = torch.arange(first, first + n_new, device=keys.device).expand(heads, -1)
+        new = self.index_score(layer_idx, index).float().expand(b, -1, -1)
+        scores = new if old is None else torch.cat([old, new], dim=-1)
+        chunk.state[layer_idx] = scores
+        return scores
