@@ -1,0 +1,84 @@
+"""CITR's training labels: how strongly the ground-truth answer attends to each visual token, per layer and KV head.
+
+The frozen model reads the whole teacher-forced sequence ``[chat prefix | video block | question tail | answer]`` in
+one forward, at the positions longvid's engine gives it for ``full`` (the family's own layout: M-RoPE rows for the
+video, text continuing after the video's largest position, the answer right after the tail, as decoding would place
+it). At every layer the queries of the answer rows and the keys of the visual tokens are taken where the attention
+itself computes them (the family's capture points: after bias, after QK-norm where the family has one, then its
+RoPE), and the label of a visual token for KV head ``h`` is the largest pre-softmax logit ``q.k * scaling`` over
+the query heads of ``h``'s group and over the answer rows (Locret's and CITR's label; logit scale, not
+probabilities). Only answer rows x visual columns are computed, never the sequence x sequence map, and no
+``output_attentions`` pass is needed.
+
+Differences from the released code (``src/data_gen.py``): positions are always explicit. The original calls the
+model without ``cache_position``, so after its first sample the vendored forward takes its decode branch with
+``rope_deltas`` set and gives every later prompt plain 1-D positions ``0..L-1`` and the answer ``0..L_ans-1``;
+``tests/test_citr_labels.py`` checks the logits against transformers' own eager attention, with its own positions,
+which that bug would fail. The answer is its tokens alone (no end-of-turn token after it).
+
+    from longvid.train.citr_labels import answer_attention
+    labels = answer_attention(lm, frames, "What colour was the square?", "B")   # (layers, kv_heads, visual tokens)
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class _Collector:
+    """The ``observes`` side of a press, used only to read each layer's queries and keys (see `observing`)."""
+
+    observes = True
+
+    def __init__(self, n_visual: int, kv_heads: int, reduce: bool):
+        self.n_visual, self.kv_heads, self.reduce = n_visual, kv_heads, reduce
+
+    def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float) -> torch.Tensor:
+        q = rope(q)[:, :, self.n_visual:].float()  # (1, H_q, n_answer, d): the answer rows, rotated
+        k = rope(k)[:, :, :self.n_visual].float()  # (1, H_kv, n_visual, d)
+        group = q.shape[1] // self.kv_heads
+        k = k.repeat_interleave(group, dim=1)
+        logits = torch.matmul(q, k.transpose(-1, -2))[0] * scaling  # (H_q, n_answer, n_visual)
+        if not self.reduce:
+            return logits
+        return logits.view(self.kv_heads, group, -1, self.n_visual).amax(dim=(1, 2))  # (H_kv, n_visual)
+
+
+@torch.inference_mode()
+def answer_attention(lm, frames, question: str, answer: str, *, system: str | None = None,
+                     reduce: bool = True) -> torch.Tensor:
+    """Labels (layers, H_kv, n_visual) float32 for one (video, question, answer), or with ``reduce=False`` the raw
+    logits (layers, H_q, n_answer, n_visual) they are the maxima of (for tests on small inputs).
+
+    ``frames`` are decoded frames (`LongVid.read`); visual tokens are in the order the engine caches them.
+    """
+    from longvid.engine.cache import new_cache
+    from longvid.engine.forward import forward, observing
+    from longvid.methods.registry import get_method
+
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"answer={answer!r} is invalid: pass the ground-truth answer text")
+    a = lm.adapter
+    answer_ids = a.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    enc = lm.encode(frames, get_method("full"), system=system)
+    block = enc.block
+    tail = a.tail_ids(enc.tail_template, question)
+    text = torch.tensor(list(enc.prefix_ids)), torch.tensor(tail + answer_ids)
+    device = a.device
+    embeds = torch.cat([a.lm.embed_tokens(text[0].to(device)), block.embeds.to(device),
+                        a.lm.embed_tokens(text[1].to(device))])[None]
+    n_pre, n_block = len(enc.prefix_ids), len(block)
+    positions = torch.cat([a.text_positions(0, n_pre, device), block.positions.to(device),
+                           a.text_positions(enc.next_position, len(text[1]), device)], dim=1)[:, None]
+    total = embeds.shape[1]
+    visual_rows = n_pre + block.visual.nonzero().flatten().to(device)
+    answer_rows = torch.arange(total - len(answer_ids), total, device=device)
+    residuals = None
+    if block.residuals is not None:  # Qwen3-VL's DeepStack, added at the video block's visual rows
+        rows = torch.zeros(total, dtype=torch.bool, device=device)
+        rows[n_pre:n_pre + n_block] = block.visual.to(device)
+        residuals = rows, block.residuals
+    collector = _Collector(len(visual_rows), a.lm.config.num_key_value_heads, reduce)
+    with observing(a.lm, collector, torch.cat([visual_rows, answer_rows])) as observed:
+        forward(a.lm, embeds, positions, new_cache(a.lm.config), residuals=residuals)
+    return torch.stack([observed[i] for i in range(len(a.lm.layers))])
