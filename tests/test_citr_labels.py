@@ -86,3 +86,35 @@ def test_wrong_positions_would_change_the_labels(lm, frames, monkeypatch):
 def test_bad_answer_is_one_line(lm, frames):
     with pytest.raises(ValueError, match="answer='' is invalid"):
         answer_attention(lm, frames, QUESTION, "")
+
+
+def test_oracle_press_keeps_each_heads_top_labels_however_chunked():
+    from longvid.methods.kv.oracle import OraclePress
+    from test_kv_baselines import HEADS, LAYERS, run_press
+
+    labels = torch.randn(LAYERS, HEADS, 50, generator=torch.Generator().manual_seed(0))
+    for chunk in (1, 7, 50):
+        kept = run_press(OraclePress(budget=9, labels=labels), n_visual=50, chunk=chunk)
+        for layer in range(LAYERS):
+            expected = labels[layer].topk(9, dim=-1).indices.sort(dim=-1).values
+            assert torch.equal(kept[layer], expected)
+
+
+def test_oracle_method_runs_and_at_keep_one_equals_full(lm, frames):
+    from longvid.train.citr_labels import oracle_method
+
+    full = lm.ask(frames, QUESTION, max_new_tokens=2, record_logits=True)
+    everything = lm.ask(frames, QUESTION, method=oracle_method(lm, frames, QUESTION, ANSWER, keep=1.0),
+                        max_new_tokens=2, record_logits=True, chunk_size=8)
+    assert everything.token_ids == full.token_ids
+    torch.testing.assert_close(everything.logits[0], full.logits[0], atol=1e-4, rtol=0)
+    small = lm.ask(frames, QUESTION, method=oracle_method(lm, frames, QUESTION, ANSWER, budget=10), chunk_size=8,
+                   max_new_tokens=2)
+    assert small.stats.kept_tokens == 10
+
+
+def test_the_oracle_needs_labels():
+    from longvid.methods.kv.oracle import OraclePress
+
+    with pytest.raises(ValueError, match="needs labels"):
+        OraclePress(keep=0.5)

@@ -16,8 +16,9 @@ model without ``cache_position``, so after its first sample the vendored forward
 ``tests/test_citr_labels.py`` checks the logits against transformers' own eager attention, with its own positions,
 which that bug would fail. The answer is its tokens alone (no end-of-turn token after it).
 
-    from longvid.train.citr_labels import answer_attention
+    from longvid.train.citr_labels import answer_attention, oracle_method
     labels = answer_attention(lm, frames, "What colour was the square?", "B")   # (layers, kv_heads, visual tokens)
+    lm.ask(frames, "What colour was the square?", method=oracle_method(lm, frames, "What colour ...?", "B", keep=0.25))
 """
 
 from __future__ import annotations
@@ -82,3 +83,15 @@ def answer_attention(lm, frames, question: str, answer: str, *, system: str | No
     with observing(a.lm, collector, torch.cat([visual_rows, answer_rows])) as observed:
         forward(a.lm, embeds, positions, new_cache(a.lm.config), residuals=residuals)
     return torch.stack([observed[i] for i in range(len(a.lm.layers))])
+
+
+def oracle_method(lm, frames, question: str, answer: str, *, keep: float | None = None, budget: int | None = None,
+                  system: str | None = None):
+    """The evaluation-only upper bound of a learned press: a `Method` whose KV press keeps, per layer and KV head,
+    the visual entries the true answer attends to most (`answer_attention`) under ``keep`` / ``budget``."""
+    from longvid.methods.compose import Method
+    from longvid.methods.kv.oracle import OraclePress
+
+    labels = answer_attention(lm, frames, question, answer, system=system)
+    press = OraclePress(keep if keep is not None or budget is not None else 0.5, budget, labels=labels)
+    return Method("oracle", press=press, keep=press.keep, budget=press.budget)
