@@ -162,7 +162,8 @@ def _qk_for(lm: LanguageModel, layer, hidden_in, cos_sin):
 @contextmanager
 def observing(lm: LanguageModel, press, rows: torch.Tensor):
     """While active, ``press.observe`` sees each layer's pre-RoPE queries and keys at ``rows`` (indices into the
-    forward's sequence: the chunk's visual tokens) as the attention computed them; yields the dict
+    forward's sequence: the chunk's visual tokens) as the attention computed them, and their values (``v=``) if the
+    press sets ``observes_values``; yields the dict
     ``layer index -> observe's result`` (hooks removed in ``finally``).
 
     The family's capture points (``q_proj``/``k_proj``, or the QK-norms where a family has them) are hooked and only
@@ -186,12 +187,15 @@ def observing(lm: LanguageModel, press, rows: torch.Tensor):
             k = ops.to_heads(captured.pop("k"), module.head_dim)
             cos, sin = kwargs["position_embeddings"]
             rope = (cos[:, rows], sin[:, rows])
+            extra = {"v": ops.to_heads(captured.pop("v"), module.head_dim)} if "v" in captured else {}
             observed[layer_idx] = press.observe(layer_idx, q, k, lambda x, pe=rope: ops.apply_rope(x, pe),
-                                                module.scaling)
+                                                module.scaling, **extra)
 
         q_at, k_at = ops.capture_points(layer)
         handles += [q_at.register_forward_hook(grab("q")), k_at.register_forward_hook(grab("k")),
                     layer.self_attn.register_forward_hook(done, with_kwargs=True)]
+        if getattr(press, "observes_values", False):  # a press that also reads the values (CITR's heads)
+            handles.append(layer.self_attn.v_proj.register_forward_hook(grab("v")))
     try:
         yield observed
     finally:

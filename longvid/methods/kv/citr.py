@@ -1,0 +1,158 @@
+"""CITR: KV eviction by learned causal importance (Locret's retaining heads on a video LLM).
+
+**Retaining heads** (`RetainingHeads`): one small MLP per decoder layer, ``Linear((H_q + 2 H_kv) d -> hidden, no
+bias) -> the model's activation -> Linear(hidden -> H_kv, no bias)``, reading each token's own q, k and v as the
+attention computes them: after the projections' bias, after the QK-norm where the family has one (Qwen3-VL), before
+RoPE. (The released code reads ``q_proj``/``k_proj``/``v_proj`` outputs; on a family with QK-norm we read the
+normed q/k the attention actually uses, since those are what decide attention.) The score of a token depends on that
+token alone, so it is computed once, when the token is prefilled (captured from the layer's own forward: no extra
+pass, never ``output_attentions``), and never updated: the cache can be compressed chunk by chunk, streamed, and
+reused for every question of a session.
+
+The heads are saved as safetensors + ``citr_config.json``, which records the base model they were trained for (its
+family, sizes, and a fingerprint of its weights); loading them against another model is refused with one line.
+
+**Press** (`CITRPress`): after each prefill chunk, each layer and KV head keeps its ``budget`` (or ``keep`` share of
+the visual tokens seen) visual entries with the highest predicted scores, the ``stabilizers`` most recent cached
+visual entries always kept (the tail of the cache after the chunk is appended, as the released code); the chat prefix before the video and the text are never evicted (the engine protects them).
+Deviation: the released code drops the stabilizers' protection on the last chunk of a prompt; a streaming session
+never knows which chunk is the last, so they are kept after every chunk (at most ``stabilizers`` of the budget).
+
+Based on: CITR (ACM MM 2025) and Locret (https://arxiv.org/abs/2410.01805); `../shared/research/seed-algorithms.md`
+section 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from longvid.errors import setting
+from longvid.methods.base import KVPress, PrefillChunk, gather_entries, top_k_indices
+
+CONFIG_NAME, WEIGHTS_NAME = "citr_config.json", "citr_heads.safetensors"
+
+
+def base_description(model) -> dict:
+    """What the heads are tied to, from a model adapter: family, LLM sizes, and a fingerprint of the LLM's weights
+    (SHA-256 over a fixed sample of the embedding and of every layer's q/k/v projections)."""
+    config = model.lm.config
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        digest.update(model.lm.embed_tokens.weight[:64].float().cpu().numpy().tobytes())
+        for layer in model.lm.layers:
+            attn = layer.self_attn
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+                digest.update(proj.weight[:8].float().cpu().numpy().tobytes())
+    return dict(family=model.family, num_layers=len(model.lm.layers), hidden_size=config.hidden_size,
+                num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
+                head_dim=model.lm.layers[0].self_attn.head_dim, fingerprint=digest.hexdigest()[:16])
+
+
+class RetainingHeads(torch.nn.Module):
+    """One scoring MLP per decoder layer; ``base`` describes the model they belong to (`base_description`)."""
+
+    def __init__(self, base: dict, hidden: int = 1024, activation: str = "silu"):
+        super().__init__()
+        self.base, self.hidden, self.activation = dict(base), hidden, activation
+        width = (base["num_attention_heads"] + 2 * base["num_key_value_heads"]) * base["head_dim"]
+        act = {"silu": torch.nn.SiLU, "gelu": torch.nn.GELU, "relu": torch.nn.ReLU}[activation]
+        self.layers = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(width, hidden, bias=False), act(),
+                                torch.nn.Linear(hidden, base["num_key_value_heads"], bias=False))
+            for _ in range(base["num_layers"]))
+
+    @classmethod
+    def for_model(cls, model, hidden: int = 1024, seed: int = 0) -> RetainingHeads:
+        """Fresh heads for a model adapter (the activation is the LLM's ``hidden_act``), seeded."""
+        torch.manual_seed(seed)
+        act = getattr(model.lm.config, "hidden_act", "silu")
+        return cls(base_description(model), hidden, act if act in ("silu", "gelu", "relu") else "silu")
+
+    def forward(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(B, H_kv, n) scores of n tokens from their q (B, H_q, n, d), k and v (B, H_kv, n, d)."""
+        x = torch.cat([t.transpose(1, 2).flatten(2) for t in (q, k, v)], dim=-1)  # (B, n, (H_q + 2 H_kv) d)
+        head = self.layers[layer_idx]
+        return head(x.to(head[0].weight.dtype)).transpose(1, 2).float()
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS_NAME)
+        (folder / CONFIG_NAME).write_text(json.dumps(dict(base=self.base, hidden=self.hidden,
+                                                          activation=self.activation), indent=1) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RetainingHeads:
+        """Heads saved by `save`; a one-line ValueError if the folder does not hold them."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        try:
+            config = json.loads((folder / CONFIG_NAME).read_text())
+            heads = cls(config["base"], config["hidden"], config["activation"])
+            heads.load_state_dict(load_file(folder / WEIGHTS_NAME))
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise ValueError(f"{setting('heads', str(folder))} does not hold CITR retaining heads ({CONFIG_NAME} and "
+                             f"{WEIGHTS_NAME}): {str(err).splitlines()[0]}; train them with the CITR recipe") from None
+        return heads.eval()
+
+    def check_base(self, model) -> None:
+        """A one-line ValueError unless ``model`` (an adapter) is the model these heads were trained for."""
+        mine, theirs = self.base, base_description(model)
+        wrong = [k for k in mine if mine[k] != theirs.get(k)]
+        if wrong:
+            what = ", ".join(f"{k} {mine[k]} vs {theirs.get(k)}" for k in wrong)
+            raise ValueError(f"these CITR heads were trained for another model ({what}); pass heads trained for "
+                             f"this checkpoint")
+
+
+@dataclass
+class CITRPress(KVPress):
+    heads: RetainingHeads | str | None = field(default=None, repr=False)
+    stabilizers: int = 128
+
+    observes = True
+    observes_values = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.heads, (str, Path)):
+            self.heads = RetainingHeads.load(self.heads)
+        if not isinstance(self.heads, RetainingHeads):
+            raise ValueError(f"CITR needs retaining heads: pass {setting('heads', 'DIR')} (a folder saved by "
+                             "RetainingHeads.save)")
+        if isinstance(self.stabilizers, bool) or not isinstance(self.stabilizers, int) or self.stabilizers < 0:
+            raise ValueError(f"{setting('stabilizers', self.stabilizers)} is invalid: it must be 0 or more entries")
+
+    def check_model(self, model) -> None:
+        self.heads.check_base(model)
+
+    def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float, v=None):
+        with torch.no_grad():
+            return self.heads.to(q.device)(layer_idx, q, k, v)  # (1, H_kv, n_new_visual): fixed on insertion
+
+    def compress(self, cache, chunk: PrefillChunk):
+        n_keep = self.target(chunk.visual_seen)
+        for layer_idx, layer in enumerate(cache.layers):
+            old = chunk.state.get(layer_idx)
+            scores = chunk.observed[layer_idx] if old is None else torch.cat([old, chunk.observed[layer_idx]], -1)
+            chunk.state[layer_idx] = scores
+            if scores.shape[-1] <= n_keep:
+                continue
+            ranked = scores.clone()
+            recent = min(self.stabilizers, n_keep)
+            if recent:
+                ranked[..., -recent:] = float("inf")  # the most recent cached visual entries stay (the code's tail)
+            keep = top_k_indices(ranked, n_keep)
+            layer.keys = gather_entries(layer.keys, keep, chunk.n_protected)
+            layer.values = gather_entries(layer.values, keep, chunk.n_protected)
+            chunk.state[layer_idx] = scores.gather(-1, keep)
+        return None
