@@ -660,6 +660,59 @@ def eval_root(ctx: typer.Context):
         raise typer.Exit()
 
 
+TRAIN = Interface("cli", flags=dict(ASK.flags, lengths="--lengths", out="--out", data="--data"))
+train_app = typer.Typer(cls=OneLineErrors, help="Train the learned methods' parts on a frozen model.",
+                        context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(train_app, name="train")
+
+
+@train_app.callback(invoke_without_command=True)
+def train_root(ctx: typer.Context):
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help())
+        raise typer.Exit()
+
+
+@train_app.command("citr")
+@user_errors(TRAIN)
+def train_citr(
+    out_dir: str = typer.Option(..., "--out", help="Folder for the heads, checkpoint.pt and citr_card.json (the same "
+                                                   "command continues an interrupted run)."),
+    model: Optional[str] = typer.Option(None, help="Checkpoint directory (default: the bundled longvid-tiny)."),
+    data: str = typer.Option("synth", help="synth (the synthetic suite's training seeds) or a JSONL file of "
+                                           "{video, question, answer} lines."),
+    steps: int = typer.Option(2000, help="Optimiser steps (one example each)."),
+    lr: float = typer.Option(5e-4, help="Peak learning rate (AdamW; warm-up over the first eighth, then linear "
+                                        "decay)."),
+    hidden: int = typer.Option(1024, help="Width of each layer's retaining head (1024 for 7B models)."),
+    seed: int = typer.Option(0, help="Seeds the heads' initialisation and the order of the examples."),
+    lengths: str = typer.Option("30,60", help="MIN,MAX seconds of the synthetic videos."),
+    fps: float = typer.Option(1.0, help="Frames per second sampled from each video."),
+    held_out: int = typer.Option(24, help="Held-out examples (evaluation seeds, or the data's first lines)."),
+    eval_every: int = typer.Option(250, help="Steps between held-out evaluations."),
+    checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+):
+    """Train CITR's retaining heads (one small MLP per layer) to predict the answer's attention to each visual token
+    from the token's own q, k and v; the base model stays frozen."""
+    from longvid.train.citr import CITRRecipe, Trainer
+
+    low_high = split_list(lengths, float, "--lengths")
+    if len(low_high) != 2:
+        fail(f"--lengths {lengths} is invalid: pass MIN,MAX seconds, e.g. --lengths 30,60")
+    recipe = CITRRecipe(steps=steps, lr=lr, hidden=hidden, seed=seed, lengths=tuple(low_high), fps=fps,
+                        held_out=held_out, eval_every=eval_every, checkpoint_every=checkpoint_every)
+    import longvid
+
+    lm = longvid.load(model_dir(model) if model else "longvid-tiny", device=device, dtype=dtype)
+    with Bars() as bars:
+        trainer = Trainer(lm, out_dir, recipe, data=data, log=bars.log,
+                          progress=lambda done, total, info: bars("training", done, total, info=info))
+        folder = trainer.run(command="longvid " + " ".join(sys.argv[1:]))
+    print(f"heads: {folder}")
+
+
 def split_list(text: str, convert, flag: str, kind: str | None = None) -> list:
     try:
         values = [convert(x) for x in text.split(",") if x.strip()]

@@ -16,6 +16,7 @@ from types import NoneType
 from longvid.errors import option, setting
 from longvid.methods.compose import Method
 from longvid.methods.frames.uniform import UniformFrames
+from longvid.methods.kv.citr import BUNDLED_HEADS, CITRPress
 from longvid.methods.kv.knorm import KnormPress
 from longvid.methods.kv.pivotkv import PivotKV
 from longvid.methods.kv.random_kv import RandomKVPress
@@ -124,6 +125,12 @@ def random_kv(keep=None, budget=None, **settings) -> Method:
 def streamingllm(keep=None, budget=None, **settings) -> Method:
     stage = _stage("streamingllm", StreamingLLMPress, keep, budget, settings, 0.5)
     return Method("streamingllm", press=stage, keep=stage.keep)
+
+
+def citr(keep=None, budget=None, **settings) -> Method:
+    settings.setdefault("heads", str(BUNDLED_HEADS))
+    stage = _stage("citr", CITRPress, keep, budget, settings, 0.25)
+    return Method("citr", press=stage, keep=stage.keep)
 
 
 def pivotkv(keep=None, budget=None, **settings) -> Method:

@@ -226,6 +226,12 @@ register(MethodSpec(
     "(--keep sets r, --budget the max input length; --set yarn_factor=4 for the recipe's RoPE)",
     "https://arxiv.org/abs/2412.20504"))
 register(MethodSpec(
+    "citr", "KV press", P + "citr",
+    "keep=0.25; retaining heads score each visual entry from its own q/k/v on arrival, each layer and KV head keeps "
+    "its top entries, the most recent 128 (at most a quarter of the budget) always; heads: the bundled ones, "
+    "trained for longvid-tiny (--set heads=DIR for another checkpoint's, from `longvid train citr`)",
+    "CITR (ACM MM 2025), Locret https://arxiv.org/abs/2410.01805"))
+register(MethodSpec(
     "random-kv", "KV press", P + "random_kv",
     "keep=0.5, seed=0: each layer and KV head keeps a random share of the visual entries; the scorer-free floor of "
     "the presses", "baseline (kvpress RandomPress)"))

@@ -27,22 +27,24 @@ import torch
 
 
 class _Collector:
-    """The ``observes`` side of a press, used only to read each layer's queries and keys (see `observing`)."""
+    """The ``observes`` side of a press, used only to read each layer's queries, keys (and values) (`observing`)."""
 
     observes = True
 
-    def __init__(self, n_visual: int, kv_heads: int, reduce: bool):
-        self.n_visual, self.kv_heads, self.reduce = n_visual, kv_heads, reduce
+    def __init__(self, n_visual: int, kv_heads: int, reduce: bool, inputs: bool):
+        self.n_visual, self.kv_heads, self.reduce, self.inputs = n_visual, kv_heads, reduce, inputs
+        self.observes_values = inputs
 
-    def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float) -> torch.Tensor:
-        q = rope(q)[:, :, self.n_visual:].float()  # (1, H_q, n_answer, d): the answer rows, rotated
-        k = rope(k)[:, :, :self.n_visual].float()  # (1, H_kv, n_visual, d)
-        group = q.shape[1] // self.kv_heads
-        k = k.repeat_interleave(group, dim=1)
-        logits = torch.matmul(q, k.transpose(-1, -2))[0] * scaling  # (H_q, n_answer, n_visual)
-        if not self.reduce:
-            return logits
-        return logits.view(self.kv_heads, group, -1, self.n_visual).amax(dim=(1, 2))  # (H_kv, n_visual)
+    def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float, v=None):
+        n = self.n_visual
+        qa = rope(q)[:, :, n:].float()  # (1, H_q, n_answer, d): the answer rows, rotated
+        kv = rope(k)[:, :, :n].float()  # (1, H_kv, n_visual, d)
+        group = qa.shape[1] // self.kv_heads
+        logits = torch.matmul(qa, kv.repeat_interleave(group, dim=1).transpose(-1, -2))[0] * scaling
+        label = logits if not self.reduce else logits.view(self.kv_heads, group, -1, n).amax(dim=(1, 2))
+        if not self.inputs:
+            return label
+        return label, (q[:, :, :n].clone(), k[:, :, :n].clone(), v[:, :, :n].clone())  # what CITR's heads read
 
 
 @torch.inference_mode()
@@ -53,6 +55,21 @@ def answer_attention(lm, frames, question: str, answer: str, *, system: str | No
 
     ``frames`` are decoded frames (`LongVid.read`); visual tokens are in the order the engine caches them.
     """
+    observed = _teacher_forced(lm, frames, question, answer, system, reduce, inputs=False)
+    return torch.stack([observed[i] for i in range(len(observed))])
+
+
+@torch.inference_mode()
+def labels_and_inputs(lm, frames, question: str, answer: str, *, system: str | None = None):
+    """From the same single forward: the labels (layers, H_kv, n_visual) and, per layer, what CITR's heads read for
+    each visual token, its pre-RoPE ``(q, k, v)`` (each (1, H, n_visual, d)). Visual tokens see only what precedes
+    them, so these equal what a prefill of the prompt alone (chunked or not) gives the heads."""
+    observed = _teacher_forced(lm, frames, question, answer, system, True, inputs=True)
+    layers = range(len(observed))
+    return torch.stack([observed[i][0] for i in layers]), [observed[i][1] for i in layers]
+
+
+def _teacher_forced(lm, frames, question, answer, system, reduce: bool, inputs: bool) -> dict:
     from longvid.engine.cache import new_cache
     from longvid.engine.forward import forward, observing
     from longvid.methods.registry import get_method
@@ -66,7 +83,7 @@ def answer_attention(lm, frames, question: str, answer: str, *, system: str | No
     tail = a.tail_ids(enc.tail_template, question)
     text = torch.tensor(list(enc.prefix_ids)), torch.tensor(tail + answer_ids)
     device = a.device
-    embeds = torch.cat([a.lm.embed_tokens(text[0].to(device)), block.embeds.to(device),
+    embeds = torch.cat([a.lm.embed_tokens(text[0].to(device)), block.embeds.to(device, a.dtype),
                         a.lm.embed_tokens(text[1].to(device))])[None]
     n_pre, n_block = len(enc.prefix_ids), len(block)
     positions = torch.cat([a.text_positions(0, n_pre, device), block.positions.to(device),
@@ -79,10 +96,10 @@ def answer_attention(lm, frames, question: str, answer: str, *, system: str | No
         rows = torch.zeros(total, dtype=torch.bool, device=device)
         rows[n_pre:n_pre + n_block] = block.visual.to(device)
         residuals = rows, block.residuals
-    collector = _Collector(len(visual_rows), a.lm.config.num_key_value_heads, reduce)
+    collector = _Collector(len(visual_rows), a.lm.config.num_key_value_heads, reduce, inputs)
     with observing(a.lm, collector, torch.cat([visual_rows, answer_rows])) as observed:
         forward(a.lm, embeds, positions, new_cache(a.lm.config), residuals=residuals)
-    return torch.stack([observed[i] for i in range(len(a.lm.layers))])
+    return observed
 
 
 def oracle_method(lm, frames, question: str, answer: str, *, keep: float | None = None, budget: int | None = None,

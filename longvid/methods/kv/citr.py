@@ -14,7 +14,8 @@ family, sizes, and a fingerprint of its weights); loading them against another m
 
 **Press** (`CITRPress`): after each prefill chunk, each layer and KV head keeps its ``budget`` (or ``keep`` share of
 the visual tokens seen) visual entries with the highest predicted scores, the ``stabilizers`` most recent cached
-visual entries always kept (the tail of the cache after the chunk is appended, as the released code); the chat prefix before the video and the text are never evicted (the engine protects them).
+visual entries always kept (the tail of the cache after the chunk is appended, as the released code; at most a
+quarter of the budget, the ratio of the paper's NExT-QA setting, 128 of 512, so a small budget is not all stabilizers); the chat prefix before the video and the text are never evicted (the engine protects them).
 Deviation: the released code drops the stabilizers' protection on the last chunk of a prompt; a streaming session
 never knows which chunk is the last, so they are kept after every chunk (at most ``stabilizers`` of the budget).
 
@@ -35,6 +36,7 @@ from longvid.errors import setting
 from longvid.methods.base import KVPress, PrefillChunk, gather_entries, top_k_indices
 
 CONFIG_NAME, WEIGHTS_NAME = "citr_config.json", "citr_heads.safetensors"
+BUNDLED_HEADS = Path(__file__).resolve().parents[2] / "assets" / "citr-longvid-tiny"  # trained for longvid-tiny
 
 
 def base_description(model) -> dict:
@@ -111,7 +113,7 @@ class RetainingHeads(torch.nn.Module):
         if wrong:
             what = ", ".join(f"{k} {mine[k]} vs {theirs.get(k)}" for k in wrong)
             raise ValueError(f"these CITR heads were trained for another model ({what}); pass heads trained for "
-                             f"this checkpoint")
+                             f"this checkpoint with {setting('heads', 'DIR')} (`longvid train citr` makes them)")
 
 
 @dataclass
@@ -148,7 +150,7 @@ class CITRPress(KVPress):
             if scores.shape[-1] <= n_keep:
                 continue
             ranked = scores.clone()
-            recent = min(self.stabilizers, n_keep)
+            recent = min(self.stabilizers, n_keep // 4)  # at most a quarter of the budget (128 of the paper's 512)
             if recent:
                 ranked[..., -recent:] = float("inf")  # the most recent cached visual entries stay (the code's tail)
             keep = top_k_indices(ranked, n_keep)

@@ -1,0 +1,255 @@
+"""Training CITR's retaining heads on a frozen model: ``longvid train citr``.
+
+Each step takes one (video, question, answer) example, runs the frozen model once over the teacher-forced sequence
+(`longvid.train.citr_labels.labels_and_inputs`: the engine's own forward, at the engine's positions) to get both the
+labels (the answer's largest pre-softmax attention logit onto each visual token, per layer and KV head) and what the
+heads read (each visual token's pre-RoPE q, k, v, captured from the attention as the press captures them at
+inference), and regresses the heads' scores on the labels: SmoothL1 (beta 1) over the visual tokens, averaged over
+layers and KV heads (CITR's loss; Locret's smoothness term is off in CITR and here). Only the heads train.
+
+The recipe's defaults are the paper's optimiser (AdamW, lr 5e-4, betas (0.9, 0.95), weight decay 0.01, linear
+warm-up over the first eighth of the steps then linear decay to 0, gradient clipped by value at 0.5, batch 1);
+steps and the heads' width scale with the model (the released heads: 8000 steps, width 1024, for a 7B model).
+Data: the synthetic suite out of the box (training seeds; the held-out examples use evaluation seeds), or a JSONL of
+``{"video": PATH, "question": TEXT, "answer": TEXT}`` lines for your own data, checked line by line before training.
+Seeded and resumable: ``checkpoint.pt`` in the output folder after every ``--checkpoint-every`` steps; the same
+command continues from it. Held-out metrics every ``--eval-every`` steps: the loss and the top-10 % / top-25 % overlap
+of predicted and true rankings per head. The output folder ends with the heads (`RetainingHeads.save`) and
+``citr_card.json`` (recipe, data, base model, metrics, time).
+
+    longvid train citr --model longvid-tiny --out heads/ --steps 1500 --hidden 64
+
+Not done here: several GPUs (``accelerate launch``); the single-process path is the tested one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from longvid.errors import check_positive, option
+
+
+@dataclass
+class CITRRecipe:
+    steps: int = 2000
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    clip: float = 0.5
+    hidden: int = 1024
+    seed: int = 0
+    lengths: tuple[float, float] = (30.0, 60.0)  # synthetic video lengths, seconds
+    fps: float = 1.0
+    held_out: int = 24
+    eval_every: int = 250
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        for name in ("steps", "hidden", "held_out", "eval_every", "checkpoint_every"):
+            check_positive(name, getattr(self, name), integer=True, allow_none=False)
+        check_positive("lr", self.lr, allow_none=False)
+        check_positive("fps", self.fps, allow_none=False)
+        lo, hi = self.lengths
+        if not 12 <= lo <= hi <= 3600:
+            raise ValueError(f"{option('lengths', f'{lo:g},{hi:g}')} is invalid: pass MIN,MAX seconds within "
+                             "12-3600, e.g. 30,60")
+
+    def lr_at(self, step: int) -> float:
+        warmup = max(1, self.steps // 8)
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        return self.lr * max(0.0, (self.steps - step) / max(1, self.steps - warmup))
+
+
+@dataclass
+class Example:
+    frames: object
+    question: str
+    answer: str
+    where: str  # for messages: a synthetic seed or a JSONL file:line
+
+
+def synth_example(adapter_fps: float, i: int, split: str, seed: int, lengths) -> Example:
+    """The ``i``-th example of a seeded stream: a synthetic video (train or eval seeds) and one of its questions,
+    answered with its letter (the answer the bundled model gives)."""
+    from longvid.synth import eval_seed, make_questions, make_video_spec, train_seed
+    from longvid.synth.render import render_frames
+    from longvid.synth.train import sample_times
+    from longvid.video.decode import Frames, VideoInfo
+
+    gen = np.random.default_rng([seed, i, 0 if split == "train" else 1])
+    video_seed = (train_seed if split == "train" else eval_seed)(int(gen.integers(1_000_000)))
+    spec = make_video_spec(video_seed, seconds=float(gen.uniform(*lengths)))
+    questions = make_questions(spec)
+    q = questions[int(gen.integers(len(questions)))]
+    times = sample_times(spec.seconds, fps=adapter_fps)
+    frames = render_frames(spec, times)
+    info = VideoInfo(spec.video_id, spec.seconds, 4.0, int(spec.seconds * 4), frames.shape[2], frames.shape[1],
+                     "h264", 0.0, None)
+    return Example(Frames(frames, times, np.arange(len(times)), info), q.text, q.answer, f"seed {video_seed}")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a user's data file, every line checked first: one-line ValueError naming file:line."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as err:
+        raise ValueError(f"{option('data', str(path))} cannot be read: {err.strerror or err}") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{n}: not JSON ({err.msg}); each line is {{\"video\": ..., \"question\": ..., "
+                             "\"answer\": ...}") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip()
+                                                for k in ("video", "question", "answer")):
+            raise ValueError(f"{path}:{n}: needs non-empty string fields video, question and answer")
+        video = Path(row["video"]) if Path(row["video"]).is_absolute() else path.parent / row["video"]
+        if not video.is_file():
+            raise ValueError(f"{path}:{n}: video {row['video']!r} does not exist (relative paths resolve against "
+                             f"{path.parent})")
+        rows.append(dict(row, video=str(video), line=n))
+    if not rows:
+        raise ValueError(f"{path} holds no examples")
+    return rows
+
+
+class Trainer:
+    """Seeded, resumable training of `RetainingHeads` for ``lm`` (a `LongVid`)."""
+
+    def __init__(self, lm, out: str | Path, recipe: CITRRecipe, data: str = "synth", log=print, progress=None):
+        from longvid.methods.kv.citr import RetainingHeads
+
+        self.lm, self.recipe, self.log, self.progress = lm, recipe, log, progress
+        self.out = Path(out)
+        self.data = data
+        self.rows = None if data == "synth" else read_jsonl(data)
+        if self.rows is not None:
+            for row in self.rows:  # an answer the tokenizer cannot place is refused before training
+                if not lm.adapter.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]:
+                    raise ValueError(f"{data}:{row['line']}: the answer {row['answer']!r} has no tokens")
+        self.heads = RetainingHeads.for_model(lm.adapter, hidden=recipe.hidden, seed=recipe.seed)
+        self.optimizer = torch.optim.AdamW(self.heads.parameters(), lr=recipe.lr, betas=recipe.betas,
+                                           weight_decay=recipe.weight_decay)
+        self.step, self.history = 0, []
+        self._held_out = None
+
+    # ----- data ----------------------------------------------------------------------------------------------
+    def example(self, i: int, split: str = "train") -> Example:
+        r = self.recipe
+        if self.rows is None:
+            return synth_example(r.fps, i, split, r.seed, r.lengths)
+        from longvid.video.options import SamplingOptions
+
+        rows = self.rows
+        if split == "train":
+            gen = np.random.default_rng([r.seed, i])
+            row = rows[int(gen.integers(len(rows)))]
+        else:
+            row = rows[i % len(rows)]
+        frames = self.lm.read(row["video"], SamplingOptions(r.fps))
+        return Example(frames, row["question"], row["answer"], f"{self.data}:{row['line']}")
+
+    def captured(self, ex: Example):
+        from longvid.train.citr_labels import labels_and_inputs
+
+        labels, inputs = labels_and_inputs(self.lm, ex.frames, ex.question, ex.answer)
+        return labels.clone(), [tuple(t.clone() for t in qkv) for qkv in inputs]  # plain tensors, for autograd
+
+    # ----- steps ---------------------------------------------------------------------------------------------
+    def loss(self, labels: torch.Tensor, inputs: list) -> torch.Tensor:
+        pred = torch.stack([self.heads(layer, *qkv)[0] for layer, qkv in enumerate(inputs)])  # (L, H_kv, n)
+        return F.smooth_l1_loss(pred, labels.to(pred.device), beta=1.0), pred
+
+    def train_step(self) -> float:
+        labels, inputs = self.captured(self.example(self.step))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.recipe.lr_at(self.step)
+        loss, _ = self.loss(labels, inputs)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(self.heads.parameters(), self.recipe.clip)
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out loss and the top-10 % / top-25 % overlap of predicted and true rankings, per head, averaged."""
+        if self._held_out is None:
+            n = self.recipe.held_out if self.rows is None else min(self.recipe.held_out, len(self.rows))
+            self._held_out = [self.captured(self.example(i, "eval")) for i in range(n)]
+        losses, overlaps = [], {0.1: [], 0.25: []}
+        for labels, inputs in self._held_out:
+            loss, pred = self.loss(labels, inputs)
+            losses.append(float(loss))
+            n = labels.shape[-1]
+            for share in overlaps:
+                k = max(1, int(share * n))
+                a, b = pred.topk(k, dim=-1).indices, labels.topk(k, dim=-1).indices
+                hits = (a[..., :, None] == b[..., None, :]).any(-1).float().mean()
+                overlaps[share].append(float(hits))
+        return dict(step=self.step, loss=float(np.mean(losses)), top10=float(np.mean(overlaps[0.1])),
+                    top25=float(np.mean(overlaps[0.25])))
+
+    # ----- checkpoints ---------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        tmp = self.out / "checkpoint.pt.tmp"
+        torch.save(dict(step=self.step, heads=self.heads.state_dict(), optimizer=self.optimizer.state_dict(),
+                        history=self.history, recipe=asdict(self.recipe), data=self.data), tmp)
+        tmp.replace(self.out / "checkpoint.pt")
+
+    def resume(self) -> bool:
+        path = self.out / "checkpoint.pt"
+        if not path.exists():
+            return False
+        state = torch.load(path, weights_only=False)
+        if state["recipe"] != asdict(self.recipe) or state["data"] != self.data:
+            raise ValueError(f"{option('out', str(self.out))} holds a CITR run with other settings; pass another "
+                             f"{option('out')} or the same settings to continue it")
+        self.heads.load_state_dict(state["heads"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.history = state["step"], state["history"]
+        return True
+
+    def run(self, command: str = "") -> Path:
+        from longvid.output import writable_folder
+
+        r = self.recipe
+        writable_folder(self.out, option="out")
+        if self.resume():
+            self.log(f"continuing {self.out} from step {self.step} of {r.steps}")
+        t0, recent = time.perf_counter(), []
+        while self.step < r.steps:
+            recent = (recent + [self.train_step()])[-50:]
+            if self.progress is not None:
+                last = self.history[-1] if self.history else None
+                info = f"loss {np.mean(recent):.3f}" + (f", held-out top-10% {100 * last['top10']:.0f}% top-25% "
+                                                        f"{100 * last['top25']:.0f}%" if last else "")
+                self.progress(self.step, r.steps, info)
+            if self.step % r.eval_every == 0 or self.step == r.steps:
+                self.history.append(self.evaluate() | dict(train_loss=float(np.mean(recent))))
+                self.log(f"step {self.step}: train loss {self.history[-1]['train_loss']:.4f}, held-out loss "
+                         f"{self.history[-1]['loss']:.4f}, top-10% overlap {100 * self.history[-1]['top10']:.1f}%, "
+                         f"top-25% {100 * self.history[-1]['top25']:.1f}%")
+            if self.step % r.checkpoint_every == 0 or self.step == r.steps:
+                self.save_checkpoint()
+        self.heads.save(self.out)
+        card = dict(recipe=asdict(r), data=self.data, base=self.heads.base, steps_done=self.step,
+                    history=self.history, seconds_this_run=round(time.perf_counter() - t0, 1), command=command,
+                    torch=torch.__version__, losses="SmoothL1(beta=1) of the heads' scores vs the labels over visual "
+                    "tokens, mean over layers and KV heads; no other loss")
+        (self.out / "citr_card.json").write_text(json.dumps(card, indent=1) + "\n")
+        return self.out
+
