@@ -498,6 +498,12 @@ def serve_on_ray(address: str, replicas: int, host: str, port: int, model: str, 
 
             ray_module = connect(address)
             cpus = int(ray_module.cluster_resources().get("CPU", 1))
+            have = int(ray_module.cluster_resources().get("GPU", 0)) if gpus else cpus
+            if replicas > have:
+                fail(f"--replicas {replicas} is more than the cluster's {have} {'GPUs' if gpus else 'CPUs'} (one "
+                     f"each); pass --replicas {have} or fewer")
+            if gpus:
+                load = dict(load, device="cuda")  # Ray shows each replica its own GPU as cuda:0
             deploy(address, replicas, host, port, model, load, replace(config, upload_dir=folder), method,
                    None if gpus else max(1, cpus // replicas), gpus)
         for sig in (signal.SIGINT, signal.SIGTERM):  # after Ray's own handlers are installed
@@ -513,10 +519,15 @@ def serve_on_ray(address: str, replicas: int, host: str, port: int, model: str, 
         fail("--ray needs Ray Serve, which is not installed: pip install 'longvid[ray]'")
     finally:
         if ray_module is not None:
-            from ray import serve
-
             try:
-                serve.shutdown()
+                from ray import serve
+
+                if address == "local":
+                    serve.shutdown()
+                else:  # a shared cluster keeps its other Serve applications
+                    serve.delete("longvid")
+            except Exception:  # noqa: BLE001 - stopping: nothing more to do
+                pass
             finally:
                 ray_module.shutdown()
         if temporary:
@@ -779,7 +790,7 @@ def eval_benchmark(name: str):
     ):
         from longvid.eval.runner import BenchSettings, prepare_bench, run_bench
 
-        chosen = BenchSettings(name=name, data=str(data), methods=split_list(methods, str, "--methods"),
+        chosen = BenchSettings(name=name, data=str(data.resolve()), methods=split_list(methods, str, "--methods"),
                                keeps=split_list(keep, float, "--keep"), fps=fps, frames=frames,
                                max_frames=max_frames, model=model, limit=limit, shard=parse_shard(shard),
                                skip_missing=skip_missing, max_new_tokens=max_new_tokens, out=out_dir,
@@ -823,12 +834,18 @@ def eval_on_ray(chosen, address: str, actors: Optional[int], device: str, dtype:
         fail(f"--actors {actors} is invalid: pass a positive number of actors, e.g. --actors 2")
     model = str(Path(chosen.model).resolve()) if chosen.model and Path(chosen.model).exists() else \
         chosen.model or str(tiny_model_path())
-    chosen.data = str(Path(chosen.data).resolve())  # actors may start in another directory
     sweeps = []
 
     def start_and_check(settings) -> str:  # after the benchmark is read, before anything is written
         with err.status("starting Ray actors"):
-            sweeps.append(Sweep(address, actors, model, device, dtype, log=lambda m: err.print(m, markup=False)))
+            try:
+                sweeps.append(Sweep(address, actors, model, device, dtype, log=lambda m: err.print(m, markup=False)))
+            except BaseException:
+                import ray as ray_module  # connected, then refused (no GPU, too many actors): leave the cluster
+
+                if ray_module.is_initialized():
+                    ray_module.shutdown()
+                raise
             return sweeps[0].check(settings)
 
     try:

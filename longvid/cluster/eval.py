@@ -8,7 +8,7 @@ actor the next unit, writes the rows of each unit that comes back to the run's o
 resumable file a local run writes, so either kind of run continues the other) and summarises at the end: the table
 is the one a single process writes, because rows are tabulated in benchmark order whatever order units finish in.
 
-Faults: an actor that dies (its process killed, its node lost) fails only the unit it was running; that unit goes
+Faults: an actor that dies (its process killed or out of memory) fails only the unit it was running; that unit goes
 back to the front of the queue, a fresh actor replaces the dead one, and nothing of the unit was written (rows are
 written only when a whole unit returns). A unit that kills ``MAX_ATTEMPTS`` actors stops the run with one line. A
 stopped driver restarted with the same command continues from ``samples.jsonl``.
@@ -120,6 +120,9 @@ class Sweep:
         if on_gpu and n > gpus:
             raise ValueError(f"--actors {n} is more than the cluster's {gpus} GPUs (one model per GPU); pass --actors "
                              f"{gpus} or fewer")
+        if not on_gpu and n > cpus:
+            raise ValueError(f"--actors {n} is more than the cluster's {cpus} CPUs (each CPU actor needs one); pass "
+                             f"--actors {cpus} or fewer")
         threads = None if on_gpu else max(1, cpus // n)
         resources = dict(num_gpus=1, num_cpus=1) if on_gpu else dict(num_cpus=threads)
         self.ray, self.n, self.log = ray, n, log
@@ -189,9 +192,10 @@ class Sweep:
                             raise inner from None  # the unit itself failed (a bug, a broken video): stop here
                         attempts[unit["video"]] = attempts.get(unit["video"], 0) + 1
                         if attempts[unit["video"]] >= MAX_ATTEMPTS:
-                            raise RuntimeError(f"{unit['video']} was running on {MAX_ATTEMPTS} actors when they died; "
-                                               "check the nodes' memory (a video too long for one device?) and "
-                                               "run the same command again to continue without it failing others")
+                            raise ValueError(f"{unit['video']} was running on {MAX_ATTEMPTS} actors when they died; "
+                                             "the rows of every other finished video are kept: check the nodes' "
+                                             "memory (a video too long for one device?), or leave it out (move "
+                                             "the file away and pass --skip-missing), then run the same command")
                         self.log(f"an actor died while answering {unit['video']}; retrying it (retry "
                                  f"{attempts[unit['video']]}) and starting a replacement actor")
                         stats.retried += 1

@@ -134,8 +134,8 @@ class Media:
     def upload(self, file_id: str, param: str = "file_id") -> Upload:
         with self.lock:
             upload = self.uploads.get(file_id)
-        if upload is None and self.shared and _FILE_ID.match(file_id):
-            upload = self._read_record(self.upload_dir / file_id / _RECORD)
+        if self.shared and _FILE_ID.match(file_id) and (upload is None or not upload.temporary):
+            upload = self._read_record(self.upload_dir / file_id / _RECORD)  # another replica may have deleted it
         if upload is None:
             raise HTTPError(404, f'"{param}": no uploaded file {file_id!r} (it was never uploaded or was deleted)',
                             param, code="file_not_found")

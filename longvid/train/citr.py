@@ -11,7 +11,8 @@ The recipe's defaults are the paper's optimiser (AdamW, lr 5e-4, betas (0.9, 0.9
 warm-up over the first eighth of the steps then linear decay to 0, gradient clipped by value at 0.5, batch 1);
 steps and the heads' width scale with the model (the released heads: 8000 steps, width 1024, for a 7B model).
 Data: the synthetic suite out of the box (training seeds; the held-out examples use evaluation seeds), or a JSONL of
-``{"video": PATH, "question": TEXT, "answer": TEXT}`` lines for your own data, checked line by line before training.
+``{"video": PATH, "question": TEXT, "answer": TEXT}`` lines for your own data, checked line by line before training
+(its first ``--held-out`` lines are held out when it has more lines than that; otherwise every line serves both).
 Seeded and resumable: ``checkpoint.pt`` in the output folder after every ``--checkpoint-every`` steps; the same
 command continues from it. Held-out metrics every ``--eval-every`` steps: the loss and the top-10 % / top-25 % overlap
 of predicted and true rankings per head. The output folder ends with the heads (`RetainingHeads.save`) and
@@ -139,7 +140,7 @@ class Trainer:
             for row in self.rows:  # an answer the tokenizer cannot place is refused before training
                 if not lm.adapter.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]:
                     raise ValueError(f"{data}:{row['line']}: the answer {row['answer']!r} has no tokens")
-        self.heads = RetainingHeads.for_model(lm.adapter, hidden=recipe.hidden, seed=recipe.seed)
+        self.heads = RetainingHeads.for_model(lm.adapter, hidden=recipe.hidden, seed=recipe.seed).to(lm.adapter.device)
         self.optimizer = torch.optim.AdamW(self.heads.parameters(), lr=recipe.lr, betas=recipe.betas,
                                            weight_decay=recipe.weight_decay)
         self.step, self.history = 0, []
@@ -153,9 +154,10 @@ class Trainer:
         from longvid.video.options import SamplingOptions
 
         rows = self.rows
-        if split == "train":
+        if split == "train":  # the first held_out lines are held out when there are more lines than that
+            start = r.held_out if len(rows) > r.held_out else 0
             gen = np.random.default_rng([r.seed, i])
-            row = rows[int(gen.integers(len(rows)))]
+            row = rows[start + int(gen.integers(len(rows) - start))]
         else:
             row = rows[i % len(rows)]
         frames = self.lm.read(row["video"], SamplingOptions(r.fps))
@@ -207,15 +209,15 @@ class Trainer:
     def save_checkpoint(self) -> None:
         tmp = self.out / "checkpoint.pt.tmp"
         torch.save(dict(step=self.step, heads=self.heads.state_dict(), optimizer=self.optimizer.state_dict(),
-                        history=self.history, recipe=asdict(self.recipe), data=self.data), tmp)
+                        history=self.history, recipe=asdict(self.recipe), data=self.data, base=self.heads.base), tmp)
         tmp.replace(self.out / "checkpoint.pt")
 
     def resume(self) -> bool:
         path = self.out / "checkpoint.pt"
         if not path.exists():
             return False
-        state = torch.load(path, weights_only=False)
-        if state["recipe"] != asdict(self.recipe) or state["data"] != self.data:
+        state = torch.load(path, weights_only=False, map_location=self.lm.adapter.device)
+        if state["recipe"] != asdict(self.recipe) or state["data"] != self.data or state.get("base") != self.heads.base:
             raise ValueError(f"{option('out', str(self.out))} holds a CITR run with other settings; pass another "
                              f"{option('out')} or the same settings to continue it")
         self.heads.load_state_dict(state["heads"])

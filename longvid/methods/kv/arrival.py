@@ -1,8 +1,11 @@
 """Presses whose score of a cache entry is a function of when it arrived: its index among the visual tokens.
 
 Each entry is scored once, on arrival, from its absolute visual index (the chunk's new visual entries are the last
-``n_new_visual`` of ``visual_seen``), and the score travels with it (``per_entry_scores``). So how the prefill is
-chunked never changes what is kept: the same entries survive as if the whole video had been scored at once.
+``n_new_visual`` of ``visual_seen``), and the score travels with it (``per_entry_scores``). Under a fixed ``budget``
+how the prefill is chunked never changes what is kept: the same entries survive as if the whole video had been
+scored at once. Under a ``keep`` ratio the target grows with the visual tokens seen, so an entry evicted while it
+was small is not taken back: chunked runs keep relatively more of the later entries (as every press applied between
+chunks does, knorm included); pass ``budget`` for a chunking-independent choice.
 """
 
 from __future__ import annotations

@@ -41,18 +41,23 @@ BUNDLED_HEADS = Path(__file__).resolve().parents[2] / "assets" / "citr-longvid-t
 
 def base_description(model) -> dict:
     """What the heads are tied to, from a model adapter: family, LLM sizes, and a fingerprint of the LLM's weights
-    (SHA-256 over a fixed sample of the embedding and of every layer's q/k/v projections)."""
+    (SHA-256 over a fixed sample of the embedding and of every layer's q/k/v projections, rounded to bfloat16 first,
+    so the same checkpoint loaded in float32, bfloat16 or float16 has one fingerprint)."""
     config = model.lm.config
     digest = hashlib.sha256()
     with torch.no_grad():
-        digest.update(model.lm.embed_tokens.weight[:64].float().cpu().numpy().tobytes())
+        digest.update(_rounded(model.lm.embed_tokens.weight[:64]))
         for layer in model.lm.layers:
             attn = layer.self_attn
             for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
-                digest.update(proj.weight[:8].float().cpu().numpy().tobytes())
+                digest.update(_rounded(proj.weight[:8]))
     return dict(family=model.family, num_layers=len(model.lm.layers), hidden_size=config.hidden_size,
                 num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
                 head_dim=model.lm.layers[0].self_attn.head_dim, fingerprint=digest.hexdigest()[:16])
+
+
+def _rounded(w: torch.Tensor) -> bytes:
+    return w.detach().to(torch.bfloat16).float().cpu().numpy().tobytes()
 
 
 class RetainingHeads(torch.nn.Module):
@@ -139,7 +144,8 @@ class CITRPress(KVPress):
 
     def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float, v=None):
         with torch.no_grad():
-            return self.heads.to(q.device)(layer_idx, q, k, v)  # (1, H_kv, n_new_visual): fixed on insertion
+            self.heads.layers[layer_idx].to(q.device)  # a no-op once there; a model split over devices moves each
+            return self.heads(layer_idx, q, k, v)  # (1, H_kv, n_new_visual): fixed on insertion
 
     def compress(self, cache, chunk: PrefillChunk):
         n_keep = self.target(chunk.visual_seen)

@@ -4,7 +4,8 @@ press is measured against. Evaluation only: its scores need the ground-truth ans
 
 Each layer and KV head keeps its ``budget`` visual entries with the largest label, exactly what CITR's heads learn to
 predict; as CITR's released ``golden_generate``, scores are fixed per entry on arrival (here: looked up by the
-entry's visual index), so chunking never changes the kept set.
+entry's visual index), so under a fixed budget chunking never changes the kept set (under a keep ratio, see
+`longvid.methods.kv.arrival`).
 """
 
 from __future__ import annotations

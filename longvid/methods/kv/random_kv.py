@@ -1,10 +1,11 @@
 """Random KV eviction: each layer and KV head keeps a random ``keep`` share of the visual entries.
 
 The scorer-free floor a learned or scored press (CITR, knorm, PivotKV) must beat at the same KV budget. An entry's
-score is a fixed pseudo-random number of ``(seed, layer, head, visual index)``, drawn on arrival: the same seed
-keeps the same entries however the prefill is chunked, and heads and layers keep different ones (as kvpress's
-``RandomPress``, which draws ``torch.rand`` per head over the whole cache at once; drawing per entry instead is what
-makes the choice independent of chunking, which a press applied between chunks needs).
+score is a fixed pseudo-random number of ``(seed, layer, head, visual index)``, drawn on arrival: under a fixed
+budget the same seed keeps the same entries however the prefill is chunked (under a keep ratio, see
+`longvid.methods.kv.arrival`), and heads and layers keep different ones (as kvpress's ``RandomPress``, which draws
+``torch.rand`` per head over the whole cache at once; drawing per entry instead is what makes the choice independent
+of chunking, which a press applied between chunks needs).
 
 Based on: kvpress ``RandomPress``; the random-eviction baseline of the KV-cache compression literature.
 """
