@@ -307,22 +307,34 @@ class KVPress(Stage, Budget):
             scores = self._scores(layer_idx, keys, values, chunk)  # per-entry scores are recorded on arrival
             if n_evictable <= n_keep:
                 continue
-            keep = top_k_indices(scores, n_keep)
+            keep = top_k_indices(self.rank(scores, n_keep), n_keep)
             layer.keys = gather_entries(keys, keep, chunk.n_protected)
             layer.values = gather_entries(values, keep, chunk.n_protected)
             if self.per_entry_scores:
                 chunk.state[layer_idx] = scores.gather(-1, keep)
         return None
 
+    def rank(self, scores: torch.Tensor, n_keep: int) -> torch.Tensor:
+        """What the top-``n_keep`` selection ranks: the scores themselves, unless a press forces some entries in
+        (CITR's stabilizers); the stored per-entry scores are never changed by it."""
+        return scores
+
+    def new_scores(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor, chunk: PrefillChunk,
+                   n_old: int) -> torch.Tensor:
+        """With ``per_entry_scores``: (B, H_kv, n) scores of the entries that arrived since the last chunk, the
+        evictable ones after the first ``n_old``; by default ``score`` on them."""
+        p = chunk.n_protected + n_old
+        return self.score(layer_idx, keys[:, :, p:], values[:, :, p:])
+
     def _scores(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor, chunk: PrefillChunk) -> torch.Tensor:
         """(B, H_kv, L) float32 scores of the evictable entries; with ``per_entry_scores`` only the entries that
-        arrived since the last chunk are scored, the others' scores come from ``chunk.state``."""
+        arrived since the last chunk are scored (`new_scores`), the others' scores come from ``chunk.state``."""
         p = chunk.n_protected
         if not self.per_entry_scores:
             return self.score(layer_idx, keys[:, :, p:], values[:, :, p:]).float()
         old = chunk.state.get(layer_idx)
         n_old = 0 if old is None else old.shape[-1]
-        new = self.score(layer_idx, keys[:, :, p + n_old:], values[:, :, p + n_old:]).float()
+        new = self.new_scores(layer_idx, keys, values, chunk, n_old).float()
         scores = new if old is None else torch.cat([old, new], dim=-1)
         chunk.state[layer_idx] = scores
         return scores

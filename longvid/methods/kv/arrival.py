@@ -23,14 +23,9 @@ class ArrivalScoredPress(KVPress):
     def index_score(self, layer_idx: int, index: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _scores(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor, chunk: PrefillChunk) -> torch.Tensor:
-        old = chunk.state.get(layer_idx)
-        n_old = 0 if old is None else old.shape[-1]
-        b, heads, length = keys.shape[0], keys.shape[1], keys.shape[2] - chunk.n_protected
-        n_new = length - n_old
+    def new_scores(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor, chunk: PrefillChunk,
+                   n_old: int) -> torch.Tensor:
+        n_new = keys.shape[2] - chunk.n_protected - n_old
         first = chunk.visual_seen - n_new
-        index = torch.arange(first, first + n_new, device=keys.device).expand(heads, -1)
-        new = self.index_score(layer_idx, index).float().expand(b, -1, -1)
-        scores = new if old is None else torch.cat([old, new], dim=-1)
-        chunk.state[layer_idx] = scores
-        return scores
+        index = torch.arange(first, first + n_new, device=keys.device).expand(keys.shape[1], -1)
+        return self.index_score(layer_idx, index).expand(keys.shape[0], -1, -1)

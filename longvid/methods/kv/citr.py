@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from longvid.errors import setting
-from longvid.methods.base import KVPress, PrefillChunk, gather_entries, top_k_indices
+from longvid.methods.base import KVPress, PrefillChunk
 
 CONFIG_NAME, WEIGHTS_NAME = "citr_config.json", "citr_heads.safetensors"
 BUNDLED_HEADS = Path(__file__).resolve().parents[2] / "assets" / "citr-longvid-tiny"  # trained for longvid-tiny
@@ -128,6 +128,7 @@ class CITRPress(KVPress):
 
     observes = True
     observes_values = True
+    per_entry_scores = True  # scored once, on arrival, by the heads
 
     def __post_init__(self):
         super().__post_init__()
@@ -147,20 +148,14 @@ class CITRPress(KVPress):
             self.heads.layers[layer_idx].to(q.device)  # a no-op once there; a model split over devices moves each
             return self.heads(layer_idx, q, k, v)  # (1, H_kv, n_new_visual): fixed on insertion
 
-    def compress(self, cache, chunk: PrefillChunk):
-        n_keep = self.target(chunk.visual_seen)
-        for layer_idx, layer in enumerate(cache.layers):
-            old = chunk.state.get(layer_idx)
-            scores = chunk.observed[layer_idx] if old is None else torch.cat([old, chunk.observed[layer_idx]], -1)
-            chunk.state[layer_idx] = scores
-            if scores.shape[-1] <= n_keep:
-                continue
-            ranked = scores.clone()
-            recent = min(self.stabilizers, n_keep // 4)  # at most a quarter of the budget (128 of the paper's 512)
-            if recent:
-                ranked[..., -recent:] = float("inf")  # the most recent cached visual entries stay (the code's tail)
-            keep = top_k_indices(ranked, n_keep)
-            layer.keys = gather_entries(layer.keys, keep, chunk.n_protected)
-            layer.values = gather_entries(layer.values, keep, chunk.n_protected)
-            chunk.state[layer_idx] = scores.gather(-1, keep)
-        return None
+    def new_scores(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor, chunk: PrefillChunk,
+                   n_old: int) -> torch.Tensor:
+        return chunk.observed[layer_idx]  # the heads' scores of the chunk's visual entries, from `observe`
+
+    def rank(self, scores: torch.Tensor, n_keep: int) -> torch.Tensor:
+        recent = min(self.stabilizers, n_keep // 4)  # at most a quarter of the budget (128 of the paper's 512)
+        if not recent:
+            return scores
+        ranked = scores.clone()
+        ranked[..., -recent:] = float("inf")  # the most recent cached visual entries stay (the code's tail)
+        return ranked
