@@ -179,8 +179,8 @@ def test_stopped_driver_continues_from_the_samples(videomme, local_run, tmp_path
     (("--ray", "local", "--model", "/nonexistent/model"), "pass --model with a local checkpoint"),  # the actor's
 ])
 def test_bad_ray_options_are_one_line(videomme, tmp_path, args, words):
-    r = subprocess.run(command(videomme, tmp_path, *args), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(command(videomme, tmp_path / "out", *args), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and words in lines[0], r.stderr
-    assert not any(tmp_path.iterdir())  # nothing written
+    assert not any(tmp_path.iterdir())  # nothing written, not even the --out folder

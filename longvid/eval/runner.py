@@ -165,12 +165,12 @@ def prepare_bench(settings: BenchSettings, *, lm=None, checker=None, device: str
         raise ValueError(f"{option('shard', settings.shard)} selects no video of {settings.name}'s "
                          f"{len({str(q.video) for q in bench.questions})}")
     model = settings.model or str(tiny_model_path())
-    parent = writable_folder(Path(settings.out or "longvid-eval"), option="out")
     if checker is None:
         lm = lm or longvid.load(model, device=device, dtype=dtype)
         device = check_runs(lm, settings)
     else:
         device = checker(settings)
+    parent = writable_folder(Path(settings.out or "longvid-eval"), option="out")  # made once everything is checked
     config = dict(settings=asdict(settings), model=str(model), command=command or " ".join(sys.argv),
                   benchmark=dict(files=bench.files, note=bench.note, macro=bench.macro_average), started=time.strftime("%Y-%m-%d %H:%M:%S"),
                   torch=torch.__version__, python=platform.python_version(), device=device,
@@ -209,6 +209,11 @@ def units(prepared: PreparedBench) -> list[dict]:
     return left
 
 
+def answers_in(units_left) -> int:
+    """Answers the units still have to give (questions x runs)."""
+    return sum(len(u["questions"]) * len(u["todo"]) for u in units_left)
+
+
 def run_unit(lm, settings: BenchSettings, unit: dict, timing: _Timing):
     """Decode a unit's video once and yield ``(method, keep, rows)`` for each of its runs."""
     t0 = time.perf_counter()
@@ -228,10 +233,11 @@ def _unit(row: dict) -> tuple:
 def run_bench(prepared: PreparedBench, *, log=print, progress=None) -> Path:
     """Run (or continue) the evaluation; returns the results folder. ``progress(done, total)`` is optional."""
     settings, lm, folder = prepared.settings, prepared.lm, prepared.folder
-    done = prepared.total - sum(len(u["questions"]) * len(u["todo"]) for u in units(prepared))
+    left = units(prepared)
+    done = prepared.total - answers_in(left)
     timing = _Timing.load(folder)
     with open(folder / "samples.jsonl", "a") as samples:
-        for unit in units(prepared):
+        for unit in left:
             t0 = time.perf_counter()
             for method, keep, rows in run_unit(lm, settings, unit, timing):
                 samples.write("".join(json.dumps(r) + "\n" for r in rows))
