@@ -434,29 +434,22 @@ def serve(
         probe.close()
     from longvid.serve.app import ServerConfig, create_app
 
-    if ray is not None:
-        config = ServerConfig(model_id="longvid-tiny" if model_dir(model) == "longvid-tiny" else
-                              Path(model_dir(model)).name, media_dir=media_dir and media_dir.resolve(),
-                              api_key=api_key, session_memory=memory, session_idle=session_idle, max_waiting=queue,
-                              max_upload_bytes=int(max_upload_mb * 2**20), allow_remote_media=allow_remote_media,
-                              chunk_size=chunk_size, limits=Limits(max_frames, max_tokens, max_question_chars),
-                              default_run=default_run, shared_uploads=True)
-        load = dict(device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels,
-                    max_pixels=max_pixels)
-        serve_on_ray(ray, replicas, host, port, model_dir(model), load, config, chosen, upload_dir)
-        return
-    lm = longvid.load(model_dir(model), device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels,
-                      max_pixels=max_pixels)
-    chosen.check_model(lm.adapter)
     served = "longvid-tiny" if model_dir(model) == "longvid-tiny" else Path(model_dir(model)).name
     config = ServerConfig(model_id=served, media_dir=media_dir, api_key=api_key, session_memory=memory,
                           session_idle=session_idle, max_waiting=queue, max_upload_bytes=int(max_upload_mb * 2**20),
                           allow_remote_media=allow_remote_media, chunk_size=chunk_size,
                           limits=Limits(max_frames, max_tokens, max_question_chars), default_run=default_run)
+    load = dict(device=device, dtype=dtype, attn_implementation=attn, min_pixels=min_pixels, max_pixels=max_pixels)
+    if ray is not None:  # replicas may start in another directory, and share one upload folder
+        from dataclasses import replace
+
+        config = replace(config, media_dir=media_dir and media_dir.resolve(), shared_uploads=True)
+        serve_on_ray(ray, replicas, host, port, model_dir(model), load, config, chosen, upload_dir)
+        return
+    lm = longvid.load(model_dir(model), **load)
+    chosen.check_model(lm.adapter)
     app_ = create_app(lm, config)
-    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"warning: listening on {host} without --api-key: anyone who can reach this port can use the "
-                  "model and read the videos under --media-dir", markup=False)
+    warn_if_open(host, api_key)
     err.print(f"serving {served} on http://{host}:{port} (Ctrl-C stops)" + ("" if method == "full" else
               f"; requests that name no method use {method}"), markup=False)
     class GracefulServer(uvicorn.Server):
@@ -471,6 +464,12 @@ def serve(
                                            timeout_graceful_shutdown=30, lifespan="on"))
     server.run()
     err.print("stopped", markup=False)
+
+
+def warn_if_open(host: str, api_key: Optional[str]) -> None:
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: listening on {host} without --api-key: anyone who can reach this port can use the "
+                  "model and read the videos under --media-dir", markup=False)
 
 
 def serve_on_ray(address: str, replicas: int, host: str, port: int, model: str, load: dict, config, method,
@@ -504,13 +503,11 @@ def serve_on_ray(address: str, replicas: int, host: str, port: int, model: str, 
                      f"each); pass --replicas {have} or fewer")
             if gpus:
                 load = dict(load, device="cuda")  # Ray shows each replica its own GPU as cuda:0
-            deploy(address, replicas, host, port, model, load, replace(config, upload_dir=folder), method,
+            deploy(replicas, host, port, model, load, replace(config, upload_dir=folder), method,
                    None if gpus else max(1, cpus // replicas), gpus)
         for sig in (signal.SIGINT, signal.SIGTERM):  # after Ray's own handlers are installed
             signal.signal(sig, lambda *_: stop.set())
-        if config.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
-            err.print(f"warning: listening on {host} without --api-key: anyone who can reach this port can use the "
-                      "model and read the videos under --media-dir", markup=False)
+        warn_if_open(host, config.api_key)
         err.print(f"serving {config.model_id} on http://{host}:{port} with {replicas} replicas on Ray Serve (Ctrl-C "
                   "stops)", markup=False)
         while not stop.wait(0.5):
@@ -659,29 +656,23 @@ def demo(
         run_demo(seconds=seconds, seed=seed, out_dir=out_dir, model=model, console=bars, progress=bars)
 
 
-eval_app = typer.Typer(cls=OneLineErrors, help="Measure methods' accuracy and cost on a benchmark.",
-                       context_settings={"help_option_names": ["-h", "--help"]})
-app.add_typer(eval_app, name="eval")
+def command_group(name: str, help: str) -> typer.Typer:
+    """``longvid NAME SUBCOMMAND``: a group whose bare name prints its help."""
+    group = typer.Typer(cls=OneLineErrors, help=help, context_settings={"help_option_names": ["-h", "--help"]})
+    app.add_typer(group, name=name)
+
+    @group.callback(invoke_without_command=True)
+    def root(ctx: typer.Context):
+        if ctx.invoked_subcommand is None:
+            print(ctx.get_help())
+            raise typer.Exit()
+
+    return group
 
 
-@eval_app.callback(invoke_without_command=True)
-def eval_root(ctx: typer.Context):
-    if ctx.invoked_subcommand is None:
-        print(ctx.get_help())
-        raise typer.Exit()
-
-
+eval_app = command_group("eval", "Measure methods' accuracy and cost on a benchmark.")
 TRAIN = Interface("cli", flags=dict(ASK.flags, lengths="--lengths", out="--out", data="--data"))
-train_app = typer.Typer(cls=OneLineErrors, help="Train the learned methods' parts on a frozen model.",
-                        context_settings={"help_option_names": ["-h", "--help"]})
-app.add_typer(train_app, name="train")
-
-
-@train_app.callback(invoke_without_command=True)
-def train_root(ctx: typer.Context):
-    if ctx.invoked_subcommand is None:
-        print(ctx.get_help())
-        raise typer.Exit()
+train_app = command_group("train", "Train the learned methods' parts on a frozen model.")
 
 
 @train_app.command("citr")

@@ -67,6 +67,15 @@ def died(err: BaseException) -> bool:
     return isinstance(err, (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError))
 
 
+def remote_value_error(err: BaseException) -> str | None:
+    """The message of the last ValueError a remote process raised inside ``err`` (an actor or replica that failed to
+    start shows its error only as text), or None."""
+    import re
+
+    found = re.findall(r"ValueError: (.+)", str(err))
+    return found[-1].strip() if found else None
+
+
 def cause(err: BaseException) -> BaseException:
     """The exception the remote code raised (a RayTaskError wraps it), or ``err``."""
     from ray.exceptions import RayTaskError

@@ -17,8 +17,6 @@ stopped driver restarted with the same command continues from ``samples.jsonl``.
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ class EvalActor:
     def describe(self) -> dict:
         import ray
 
-        return dict(pid=os.getpid(), device=str(self.lm.adapter.device), node=ray.util.get_node_ip_address())
+        return dict(device=str(self.lm.adapter.device), node=ray.util.get_node_ip_address())
 
     def check(self, settings) -> str:
         from longvid.errors import interface
@@ -61,7 +59,7 @@ class EvalActor:
         t0, timing = time.perf_counter(), _Timing()
         with interface(self.words):
             groups = [rows for _, _, rows in run_unit(self.lm, settings, unit, timing)]
-        return dict(groups=groups, work=timing.work, wall=time.perf_counter() - t0, pid=os.getpid())
+        return dict(groups=groups, work=timing.work, wall=time.perf_counter() - t0)
 
 
 @dataclass
@@ -70,8 +68,7 @@ class SweepStats:
 
     actors: int
     units: int = 0
-    retried: int = 0
-    replaced: int = 0
+    retried: int = 0  # each retry also started a replacement actor
     actor_seconds: list = field(default_factory=list)  # per unit: the actor's wall time inside ``run``
     round_trip: list = field(default_factory=list)  # per unit: submit to rows written, seen by the driver
     wall: float = 0.0
@@ -86,7 +83,7 @@ class SweepStats:
 
         over = self.overhead()
         unit = statistics.median(self.actor_seconds) if self.actor_seconds else None
-        return dict(actors=self.actors, units=self.units, retried=self.retried, replaced=self.replaced,
+        return dict(actors=self.actors, units=self.units, retried=self.retried,
                     wall_seconds=self.wall, unit_seconds_median=unit,
                     overhead_seconds_median=statistics.median(over) if over else None,
                     overhead_fraction=(statistics.median(over) / unit) if over and unit else None,
@@ -103,7 +100,7 @@ class SweepStats:
 
 
 class Sweep:
-    """The actor pool of one run; ``start`` checks the settings on the first actor before anything is written."""
+    """The actor pool of one run; ``check`` tries the settings on the first actor before anything is written."""
 
     def __init__(self, address: str, actors: int | None, model: str, device: str, dtype: str, log=print):
         from longvid.cluster.connect import connect
@@ -138,7 +135,7 @@ class Sweep:
 
     def check(self, settings) -> str:
         """The settings checked against the first actor's model (a one-line ValueError), and the devices used."""
-        from longvid.cluster.connect import cause
+        from longvid.cluster.connect import cause, remote_value_error
 
         try:
             self.ray.get(self.actors[0].check.remote(settings))
@@ -147,23 +144,22 @@ class Sweep:
             inner = cause(err)
             if isinstance(inner, ValueError):
                 raise ValueError(str(inner).splitlines()[0]) from None
-            found = re.findall(r"ValueError: (.+)", str(err))  # an actor that failed to start (its model)
-            if found:
-                raise ValueError(found[-1].strip()) from None
+            message = remote_value_error(err)  # an actor that failed to start (its model)
+            if message:
+                raise ValueError(message) from None
             raise inner from None
-        self.pids = [a["pid"] for a in about]
         devices = sorted({f"{a['device']}@{a['node']}" for a in about})
         return f"ray: {self.n} actors ({', '.join(devices)})"
 
     def run(self, prepared, *, progress=None) -> SweepStats:
         """Answer every unit left; rows are appended to samples.jsonl as units return; summarise at the end."""
         from longvid.cluster.connect import cause, died
-        from longvid.eval.runner import _Timing, summarize_bench, units
+        from longvid.eval.runner import _Timing, answers_in, summarize_bench, units
 
         ray, stats, folder = self.ray, self.stats, prepared.folder
         queue = deque(units(prepared))
         total_units = len(queue)
-        answered = prepared.total - sum(len(u["questions"]) * len(u["todo"]) for u in queue)
+        answered = prepared.total - answers_in(queue)
         attempts: dict[str, int] = {}
         idle, running = list(self.actors), {}  # running: ref -> (actor, unit, submitted at)
         timing = _Timing.load(folder)
@@ -199,7 +195,6 @@ class Sweep:
                         self.log(f"an actor died while answering {unit['video']}; retrying it (retry "
                                  f"{attempts[unit['video']]}) and starting a replacement actor")
                         stats.retried += 1
-                        stats.replaced += 1
                         queue.appendleft(unit)
                         self.actors = [a for a in self.actors if a is not actor] + [self._new()]
                         idle.append(self.actors[-1])

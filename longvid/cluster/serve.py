@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import secrets
 import time
 from dataclasses import replace
+
+from longvid.cluster.connect import remote_value_error
 
 SESSION = re.compile(r"^/v1/sessions/(sess-r(\d+)-([0-9a-f]{6})-[0-9a-f]+)(/|$)")
 DOWN_SECONDS = 5.0  # a replica that failed a request is skipped this long for stateless requests
@@ -55,10 +56,6 @@ class Replica:
         if self.lifespan is None:
             self.lifespan = self.app.router.lifespan_context(self.app)
             await self.lifespan.__aenter__()
-
-    async def ready(self) -> dict:
-        await self._start()
-        return dict(index=self.index, incarnation=self.incarnation, pid=os.getpid())
 
     async def forward(self, method: str, path: str, query: str, headers: list, body: bytes):
         """Yield ``{"status", "headers"}`` then the body's chunks, as the app sends them."""
@@ -219,13 +216,11 @@ def _headers(pairs: list) -> dict:
     return {k: v for k, v in pairs if k.lower() not in ("content-length", "transfer-encoding")}
 
 
-def deploy(address: str, replicas: int, host: str, port: int, model: str, load: dict, config, method,
-           threads: int | None, gpus: bool):
-    """Start Ray Serve on ``host:port`` with the router and ``replicas`` replicas; returns the ray module once every
-    replica has loaded its model (or a one-line ValueError: a replica's own, e.g. a method the model cannot run)."""
-    from longvid.cluster.connect import connect
-
-    ray = connect(address, num_cpus=None)
+def deploy(replicas: int, host: str, port: int, model: str, load: dict, config, method, threads: int | None,
+           gpus: bool) -> None:
+    """On the Ray cluster this process joined (`connect`), start Ray Serve on ``host:port`` with the router and
+    ``replicas`` replicas; returns once every replica has loaded its model (or raises a one-line ValueError: a
+    replica's own, e.g. a method the model cannot run)."""
     from ray import serve
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -238,9 +233,6 @@ def deploy(address: str, replicas: int, host: str, port: int, model: str, load: 
                               max_ongoing_requests=4096).bind(*nodes)
     serve.start(http_options=dict(host=host, port=port), logging_config=dict(log_level="WARNING"))
     try:
-        handle = serve.run(router, name="longvid", route_prefix="/")
+        serve.run(router, name="longvid", route_prefix="/")
     except Exception as err:  # noqa: BLE001 - a replica failed to start: its own message
-        found = re.findall(r"ValueError: (.+)", str(err))
-        raise ValueError(found[-1] if found else str(err).strip().splitlines()[-1]) from None
-    del handle
-    return ray
+        raise ValueError(remote_value_error(err) or str(err).strip().splitlines()[-1]) from None
