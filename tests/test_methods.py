@@ -49,10 +49,10 @@ def test_keep_everything_equals_full(lm, family, frames, full_answers, name):
     assert ans.stats.kept_tokens == ans.stats.visual_tokens == ref.stats.visual_tokens
 
 
-@pytest.mark.parametrize("name", ["random", "evs", "knorm"])
+@pytest.mark.parametrize("name", ["random", "evs", "knorm", "random-kv", "streamingllm", "citr"])
 @pytest.mark.parametrize("keep", [0.3, 0.5, 0.77])
-def test_realised_retention_within_one_token(lms, long_frames, name, keep):
-    lm = lms["qwen2_vl"]
+def test_realised_retention_within_one_token(lms, bundled, long_frames, name, keep):
+    lm = bundled if name == "citr" else lms["qwen2_vl"]  # the bundled CITR heads are longvid-tiny's
     ans = lm.ask(long_frames, "q?", method=name, keep=keep, max_new_tokens=1, chunk_size=10)
     s = ans.stats
     assert abs(s.kept_tokens - keep * s.visual_tokens) <= 1
@@ -68,10 +68,11 @@ def test_uniform_retention_within_half_a_temporal_step(lms, long_frames, keep):
     assert abs(s.kept_tokens - keep * s.visual_tokens) <= per_step / 2
 
 
-def test_budget_is_an_absolute_token_count(lms, long_frames):
+def test_budget_is_an_absolute_token_count(lms, bundled, long_frames):
     lm = lms["qwen2_vl"]
-    for name in ("random", "evs", "knorm"):
+    for name in ("random", "evs", "knorm", "random-kv", "streamingllm"):
         assert lm.ask(long_frames, "q?", method=name, budget=20, max_new_tokens=1).stats.kept_tokens == 20
+    assert bundled.ask(long_frames, "q?", method="citr", budget=20, max_new_tokens=1).stats.kept_tokens == 20
 
 
 def test_random_is_seeded(lms, long_frames):
