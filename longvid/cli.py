@@ -715,6 +715,46 @@ def train_citr(
     print(f"heads: {folder}")
 
 
+@train_app.command("tiny")
+@user_errors(TRAIN)
+def train_tiny(
+    out_dir: str = typer.Option(..., "--out", help="Folder for checkpoint.pt and model/ (the same command continues "
+                                                   "an interrupted run)."),
+    steps: int = typer.Option(8000, help="Optimiser steps (the schedule's length)."),
+    stop_after: Optional[int] = typer.Option(None, help="End at this step; the schedule still follows --steps."),
+    videos_per_step: int = typer.Option(4, help="Videos per step (every question of each)."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate (AdamW; warm-up, then cosine to a tenth)."),
+    warmup: int = typer.Option(100, help="Warm-up steps."),
+    start_lengths: str = typer.Option("12,60", help="MIN,MAX seconds of the first step's videos."),
+    lengths: str = typer.Option("60,600", help="MIN,MAX seconds the curriculum ends at."),
+    ramp: int = typer.Option(4000, help="Steps over which --start-lengths grows into --lengths (0: no curriculum)."),
+    aux_weight: float = typer.Option(1.0, help="Weight of the probe losses (0: answer and text only)."),
+    event_weight: float = typer.Option(1.0, help="Weight of the probe on the object tokens alone."),
+    seed: int = typer.Option(0, help="Seeds the initialisation and the training videos."),
+    kinds: str = typer.Option(",".join(("color", "shape", "where", "when", "count", "order", "after")),
+                              help="Question kinds (a kind listed twice weighs twice)."),
+    validate_every: int = typer.Option(100, help="Steps between held-out validations (and model/ saves)."),
+    checkpoint_every: int = typer.Option(20, help="Steps between checkpoints."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+):
+    """Train longvid-tiny 2 from scratch on suite v2 (no attention supervision); resumable."""
+    from longvid.train.tiny import Recipe, Trainer
+
+    pairs = []
+    for flag, text in (("--start-lengths", start_lengths), ("--lengths", lengths)):
+        values = split_list(text, float, flag)
+        if len(values) != 2:
+            fail(f"{flag} {text} is invalid: pass MIN,MAX seconds, e.g. {flag} 60,600")
+        pairs.append(tuple(values))
+    recipe = Recipe(steps, videos_per_step, lr, warmup, pairs[0], pairs[1], ramp, aux_weight, event_weight, seed,
+                    validate_every=validate_every, checkpoint_every=checkpoint_every, threads=threads,
+                    kinds=kinds.split(","))
+    with Bars() as bars:
+        trainer = Trainer(out_dir, recipe, log=bars.log)
+        trainer.run(stop_after, lambda done, total, info: bars("training", done, total, info=info))
+    print(f"model: {Path(out_dir) / 'model'}")
+
+
 def split_list(text: str, convert, flag: str, kind: str | None = None) -> list:
     try:
         values = [convert(x) for x in text.split(",") if x.strip()]

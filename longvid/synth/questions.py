@@ -11,6 +11,11 @@ name one event; each event lies inside one quarter with a margin (`make_video_sp
 always present, so questions ask about *coloured* shapes. ``order`` needs two or more events and is skipped for
 a single-event video.
 
+Suite v2 (`VideoSpec.version` = 2) adds the kind ``after`` ("What appeared right after the red square?": the next
+event in time; needs two events, asks about one of the non-last ones, options are the other events' names topped up
+with absent ones), "where" over the 9 `REGIONS`, and names the event colours in ``count`` and ``order`` (v2's
+magenta and cyan movers are coloured shapes too, and never count). Each kind draws from its own stream per version.
+
 Example::
 
     python -c "from longvid.synth import make_video_spec, make_questions; \
@@ -24,12 +29,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .seeds import rng
-from .spec import COLORS, QUADRANTS, QUARTERS, SHAPES, Event, VideoSpec
+from .spec import COLORS, QUADRANTS, QUARTERS, REGIONS, SHAPES, Event, VideoSpec
 
-__all__ = ["KINDS", "LETTERS", "PROMPT_TEMPLATE", "STEMS", "VALUES", "Question", "format_question",
-           "make_questions"]
+__all__ = ["KINDS", "KINDS_V2", "LETTERS", "PROMPT_TEMPLATE", "STEMS", "STEMS_V2", "VALUES", "VALUES_V2", "Question",
+           "format_question", "make_questions", "kinds_of"]
 
 KINDS = ("color", "shape", "where", "when", "count", "order")
+KINDS_V2 = KINDS + ("after",)
 LETTERS = ("A", "B", "C", "D")
 
 PROMPT_TEMPLATE = "{question}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer with the letter."
@@ -54,6 +60,18 @@ VALUES = {
     "order": tuple(f"{c} {s}" for c in COLORS for s in SHAPES),
 }
 """Every value an option of each kind can hold (``order``: the events' names)."""
+
+STEMS_V2 = STEMS | {
+    "count": "How many red, green, blue or yellow shapes appeared?",
+    "order": "Which of the red, green, blue or yellow shapes appeared first?",
+    "after": "What appeared right after the {name}?",
+}
+VALUES_V2 = VALUES | {"where": tuple(REGIONS), "after": VALUES["order"]}
+
+
+def kinds_of(version: int) -> tuple[str, ...]:
+    """The question kinds of a suite version."""
+    return KINDS if version == 1 else KINDS_V2
 
 
 @dataclass(frozen=True)
@@ -125,10 +143,22 @@ def _order_pool(gen: np.random.Generator, events: tuple[Event, ...]) -> list[str
 def _ask(kind: str, spec: VideoSpec, gen: np.random.Generator) -> tuple[str, str, list[str]] | None:
     """``(question, correct value, values to draw distractors from)``, or None if ``kind`` does not apply."""
     events = spec.events
+    stems, values = (STEMS, VALUES) if spec.version == 1 else (STEMS_V2, VALUES_V2)
+    if kind not in stems:
+        raise ValueError(f"kind={kind!r} is not supported in suite v{spec.version}. Pass kinds from "
+                         f"{kinds_of(spec.version)}.")
+    if kind == "after":
+        if len(events) < 2:
+            return None
+        i = int(gen.integers(len(events) - 1))  # any event but the last
+        question = stems[kind].format(name=events[i].name)
+        nxt = events[i + 1].name
+        others = [e.name for e in events if e.name not in (events[i].name, nxt)]
+        absent = [name for name in values["after"] if name not in {e.name for e in events}]
+        extra = gen.choice(len(absent), size=3 - len(others), replace=False)
+        return question, nxt, [nxt] + others + [absent[j] for j in extra]
     event = events[int(gen.integers(len(events)))]  # the event asked about, for the first four kinds
-    if kind not in STEMS:
-        raise ValueError(f"kind={kind!r} is not supported. Pass kinds from {KINDS}.")
-    question = STEMS[kind].format(shape=event.shape, color=event.color, name=event.name)
+    question = stems[kind].format(shape=event.shape, color=event.color, name=event.name)
     if kind == "when":
         return question, VALUES["when"][spec.quarter(event)], VALUES["when"]
     if kind == "count":
@@ -138,11 +168,11 @@ def _ask(kind: str, spec: VideoSpec, gen: np.random.Generator) -> tuple[str, str
             return None
         return question, events[0].name, _order_pool(gen, events)
     answer = {"color": event.color, "shape": event.shape, "where": event.quadrant}[kind]
-    return question, answer, VALUES[kind]
+    return question, answer, values[kind]
 
 
-def make_questions(spec: VideoSpec, seed: int | None = None, kinds=KINDS) -> list[Question]:
-    """One question per kind in ``kinds`` (``order`` only when the video has >= 2 events), deterministic.
+def make_questions(spec: VideoSpec, seed: int | None = None, kinds=None) -> list[Question]:
+    """One question per kind in ``kinds`` (``order``, ``after`` only when the video has >= 2 events), deterministic.
 
     Parameters
     ----------
@@ -150,21 +180,25 @@ def make_questions(spec: VideoSpec, seed: int | None = None, kinds=KINDS) -> lis
     seed : int, optional
         Seeds the choice of event and the option order; defaults to ``spec.seed``. Each kind draws from its own
         stream, so asking for fewer kinds does not change the others.
-    kinds : sequence of str
-        Subset of `KINDS`.
+    kinds : sequence of str, optional
+        Subset of the spec's kinds (`KINDS` in v1, `KINDS_V2` in v2); default all of them. A kind may repeat.
 
     Returns
     -------
     list of Question
         In the order of ``kinds``.
     """
-    unknown = [kind for kind in kinds if kind not in KINDS]
+    allowed = kinds_of(spec.version)
+    kinds = allowed if kinds is None else kinds
+    unknown = [kind for kind in kinds if kind not in allowed]
     if unknown or isinstance(kinds, str):
-        raise ValueError(f"kinds={kinds!r} has unsupported kinds {unknown or kinds!r}. Pass a subset of {KINDS}.")
+        raise ValueError(f"kinds={kinds!r} has unsupported kinds {unknown or kinds!r}. Pass a subset of {allowed} "
+                         f"(suite v{spec.version}).")
     seed = spec.seed if seed is None else seed
     questions = []
     for kind in kinds:
-        gen = rng(seed, "question", KINDS.index(kind))
+        extra = () if spec.version == 1 else (spec.version,)
+        gen = rng(seed, "question", allowed.index(kind), *extra)
         asked = _ask(kind, spec, gen)
         if asked is None:
             continue

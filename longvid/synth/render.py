@@ -5,9 +5,10 @@ Layers, back to front:
 1. a low-contrast grey texture (mean 128, std ~14 levels, per-channel tint <= 6 levels, so its saturation
    ``max - min`` over R, G, B stays below ~20), periodic so it drifts forever without a seam;
 2. `Distractor` blobs: soft, neutral grey (R = G = B), always moving, so "something moved" is never the answer;
-3. events: anti-aliased shapes in saturated `COLORS` (saturation >= 150), drawn on top, so always fully visible.
+3. v2 only: `Mover` shapes in `MOVER_COLORS`, anti-aliased, during their visits;
+4. events: anti-aliased shapes in saturated `COLORS` (saturation >= 150), drawn on top, so always fully visible.
 
-``blank=True`` drops layer 3: the same video with no event, for checking that a model is near chance without
+``blank=True`` drops layer 4: the same video with no event, for checking that a model is near chance without
 the visual evidence.
 
 Work per frame is a window copy plus a few small box blends; events are blended for all their frames at once.
@@ -27,9 +28,9 @@ import math
 import numpy as np
 
 from .seeds import rng
-from .spec import COLORS, Event, VideoSpec
+from .spec import COLORS, MOVER_COLORS, Event, VideoSpec
 
-__all__ = ["render_frames", "saturation"]
+__all__ = ["render_frames", "saturation", "cell_coverage"]
 
 _SUPERSAMPLE = 4  # 4x4 samples per pixel for shape edges
 
@@ -72,6 +73,10 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     if shape == "cross":
         arm = 0.3 * r
         return ((ax <= arm) & (ay <= r)) | ((ay <= arm) & (ax <= r))
+    if shape == "diamond":  # a square on its corner
+        return ax + ay <= r
+    if shape == "ring":
+        return (dx**2 + dy**2 <= r**2) & (dx**2 + dy**2 >= (0.55 * r) ** 2)
     raise ValueError(f"shape={shape!r} is not supported.")
 
 
@@ -89,6 +94,17 @@ def _event_alpha(event: Event, spec: VideoSpec) -> tuple[tuple[slice, slice], np
     return (slice(y0, y1), slice(x0, x1)), alpha
 
 
+def _sprite(shape: str, diameter_px: float) -> np.ndarray:
+    """float32 (S, S) coverage of ``shape`` centred in an odd-sided box (4 x 4 supersampling), for movers."""
+    r = diameter_px / 2
+    half = math.ceil(r)
+    sub = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE - 0.5
+    offs = (np.arange(-half, half + 1)[:, None] + sub[None, :]).reshape(-1)
+    hit = _inside(shape, offs[None, :], offs[:, None], r)
+    side = 2 * half + 1
+    return hit.reshape(side, _SUPERSAMPLE, side, _SUPERSAMPLE).mean(axis=(1, 3), dtype=np.float32)
+
+
 class _Scene:
     """Everything about a spec that does not depend on time: texture, blob sprites, event masks."""
 
@@ -97,6 +113,7 @@ class _Scene:
         self.texture = _texture(spec)
         self.blobs = [_blob(d.radius * min(spec.width, spec.height)) for d in spec.distractors]
         self.events = [_event_alpha(event, spec) for event in spec.events]
+        self.movers = [_sprite(m.shape, m.size * min(spec.width, spec.height)) for m in spec.movers]
 
     def background(self, times: np.ndarray, out: np.ndarray) -> None:
         """Write the drifting texture and the blobs at ``times`` (T,) into ``out`` uint8 (T, H, W, 3)."""
@@ -116,6 +133,26 @@ class _Scene:
                 half = alpha.shape[0] // 2
                 box = frame[ys[i] - half : ys[i] + half + 1, xs[i] - half : xs[i] + half + 1]
                 box[:] = (box + alpha[..., None] * (d.grey - box.astype(np.float32))).round().astype(np.uint8)
+
+    def movers_over(self, times: np.ndarray, out: np.ndarray) -> None:
+        """Blend each `Mover` into the frames of ``out`` whose time lies in one of its visits (clipped at edges)."""
+        spec = self.spec
+        for mover, alpha in zip(spec.movers, self.movers):
+            shown = np.zeros(len(times), dtype=bool)
+            for start, end in mover.visits:
+                shown |= (times >= start) & (times < end)
+            if not shown.any():
+                continue
+            cx, cy = mover.centre(times)
+            half = alpha.shape[0] // 2
+            color = np.array(MOVER_COLORS[mover.color], dtype=np.float32)
+            for i in np.flatnonzero(shown):
+                x, y = int(round(cx[i] * spec.width)), int(round(cy[i] * spec.height))
+                x0, y0 = max(0, x - half), max(0, y - half)
+                x1, y1 = min(spec.width, x + half + 1), min(spec.height, y + half + 1)
+                a = alpha[y0 - (y - half) : y1 - (y - half), x0 - (x - half) : x1 - (x - half), None]
+                box = out[i, y0:y1, x0:x1]
+                box[:] = (box + a * (color - box.astype(np.float32))).round().astype(np.uint8)
 
     def events_over(self, times: np.ndarray, out: np.ndarray) -> None:
         """Blend each event into the frames of ``out`` whose time lies in ``[start, end)``."""
@@ -143,7 +180,7 @@ def render_frames(spec: VideoSpec, times, blank: bool = False) -> np.ndarray:
         float (T,) timestamps in seconds, ``0 <= t <= spec.seconds``, any order. An event shows at ``t`` when
         ``start <= t < end``.
     blank : bool
-        Leave out the events: background and distractors only.
+        Leave out the events: background and distractors (and v2's movers) only.
 
     Returns
     -------
@@ -161,6 +198,42 @@ def render_frames(spec: VideoSpec, times, blank: bool = False) -> np.ndarray:
     scene = _scene(spec)
     out = np.empty((len(times), spec.height, spec.width, 3), dtype=np.uint8)
     scene.background(times, out)
+    scene.movers_over(times, out)
     if not blank:
         scene.events_over(times, out)
+    return out
+
+
+def cell_coverage(spec: VideoSpec, times, rows: int, cols: int) -> np.ndarray:
+    """float32 (T, E + M, rows, cols): the share of each object's drawn area (events, then movers) that falls in
+    each cell of a ``rows`` x ``cols`` grid over the frame, at ``times``; 0 where the object is not shown.
+
+    What a visual token of that grid sees of each object: training labels for longvid-tiny 2's probe, and the
+    "event tokens" of tests. Cell edges are at ``round(i * height / rows)`` (exact for 140 px and 5 x 5 tokens).
+    """
+    times = np.asarray(times, dtype=np.float64)
+    scene = _scene(spec)
+    ys = np.round(np.arange(rows + 1) * spec.height / rows).astype(int)
+    xs = np.round(np.arange(cols + 1) * spec.width / cols).astype(int)
+
+    def per_cell(canvas: np.ndarray) -> np.ndarray:
+        sums = np.add.reduceat(np.add.reduceat(canvas, ys[:-1], axis=0), xs[:-1], axis=1)
+        return sums / max(float(canvas.sum()), 1e-9)
+
+    out = np.zeros((len(times), len(spec.events) + len(spec.movers), rows, cols), dtype=np.float32)
+    for j, (event, ((rs, cs), alpha)) in enumerate(zip(spec.events, scene.events)):
+        canvas = np.zeros((spec.height, spec.width), dtype=np.float32)
+        canvas[rs, cs] = alpha
+        shown = (times >= event.start) & (times < event.end)
+        out[shown, j] = per_cell(canvas)
+    for j, (mover, alpha) in enumerate(zip(spec.movers, scene.movers), start=len(spec.events)):
+        cx, cy = mover.centre(times)
+        half = alpha.shape[0] // 2
+        for i, t in enumerate(times):
+            if not any(start <= t < end for start, end in mover.visits):
+                continue
+            x, y = int(round(cx[i] * spec.width)), int(round(cy[i] * spec.height))
+            canvas = np.zeros((spec.height + 2 * half, spec.width + 2 * half), dtype=np.float32)
+            canvas[y : y + 2 * half + 1, x : x + 2 * half + 1] = alpha  # padded: the sprite may leave the frame
+            out[i, j] = per_cell(canvas[half : half + spec.height, half : half + spec.width])
     return out

@@ -18,6 +18,18 @@ Timing rules (why each event is visible, and "when" questions are unambiguous):
 Each event has a distinct colour and a distinct shape, so "the red circle", "the circle" and "the red shape"
 each name exactly one event. Quadrants are drawn independently (two events may share one).
 
+Suite versions (``version=``; v1 stays exactly as it was, so its results and longvid-tiny v1 stay reproducible):
+
+- **v1**: 224 x 224 frames, events 18-26 % of the side, each inside one of 4 quadrants; three grey blobs on slow
+  paths over a drifting grey texture.
+- **v2** (longvid-tiny 2): 140 x 140 frames (25 visual tokens per temporal step at 28 px per token), events
+  12-17 % of the side (17-24 px, smaller than one token's 28 px cell at most positions), each inside one of 9
+  `REGIONS` (a 3 x 3 grid); besides the grey blobs and the panning texture, two coloured `Mover` shapes (magenta
+  diamond, cyan ring: colours and shapes no event has) wander on their own paths and come and go (2-5 visits each),
+  so neither "the tokens that changed" nor "the saturated tokens" is the answer by itself; they are never asked
+  about. Event timing is v1's (one event per quarter, same margins). Drawn from its own random stream: the v2 spec
+  of a seed is unrelated to its v1 spec.
+
 Example::
 
     python -c "from longvid.synth import make_video_spec; print(make_video_spec(0, seconds=120))"
@@ -35,8 +47,8 @@ from longvid.errors import option
 
 from .seeds import rng, split_of
 
-__all__ = ["COLORS", "SHAPES", "QUADRANTS", "QUARTERS", "MIN_EVENT_SECONDS", "SECONDS_RANGE", "Event",
-           "Distractor", "VideoSpec", "make_video_spec"]
+__all__ = ["COLORS", "SHAPES", "QUADRANTS", "REGIONS", "QUARTERS", "MOVER_COLORS", "MOVER_SHAPES", "VERSIONS",
+           "MIN_EVENT_SECONDS", "SECONDS_RANGE", "Event", "Distractor", "Mover", "VideoSpec", "make_video_spec"]
 
 COLORS = {"red": (220, 30, 30), "green": (30, 180, 50), "blue": (30, 70, 230), "yellow": (235, 215, 20)}
 """Event colours, RGB uint8: saturated (max - min channel >= 150), far from the grey background and from each other."""
@@ -44,6 +56,15 @@ COLORS = {"red": (220, 30, 30), "green": (30, 180, 50), "blue": (30, 70, 230), "
 SHAPES = ("circle", "square", "triangle", "cross")
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 QUARTERS = ("first", "second", "third", "last")
+REGIONS = ("top-left", "top", "top-right", "left", "centre", "right", "bottom-left", "bottom", "bottom-right")
+"""v2's places: the cells of a 3 x 3 grid, row by row (an event lies inside one)."""
+
+MOVER_COLORS = {"magenta": (205, 40, 205), "cyan": (20, 200, 215)}
+"""v2's distractor shapes' colours: saturated like the events', far from every event colour."""
+MOVER_SHAPES = ("diamond", "ring")
+VERSIONS = (1, 2)
+DEFAULT_SIZE = {1: 224, 2: 140}
+"""Default frame side per suite version (v2: the pixels longvid-tiny 2 reads, 5 x 5 tokens of 28 px)."""
 
 MIN_EVENT_SECONDS = 2.0
 """Default shortest event: >= 2 frames at 1 fps sampling (see the module docstring)."""
@@ -51,7 +72,7 @@ MIN_EVENT_SECONDS = 2.0
 SECONDS_RANGE = (12.0, 3600.0)
 """Allowed video lengths in seconds; the suite targets 30 s to 30 min. 12 s is four 2 s events with margins."""
 
-_EVENT_SIZE = (0.18, 0.26)  # shape diameter, fraction of min(width, height): >= 40 px at 224, ~3 ViT patches
+_EVENT_SIZE = {1: (0.18, 0.26), 2: (0.12, 0.17)}  # diameter / min(width, height); v1 >= 40 px at 224, v2 17-24 px at 140
 _EDGE = 0.02  # gap between a shape and its quadrant's edges, fraction of the frame side
 _NUM_DISTRACTORS = 3
 
@@ -100,6 +121,33 @@ class Distractor:
 
 
 @dataclass(frozen=True)
+class Mover:
+    """v2: a coloured shape (never an event, never asked about) on a Lissajous path, shown during ``visits``.
+
+    Path and size as `Distractor` (``size`` is a diameter like `Event.size`); ``visits`` holds ``(start, end)``
+    seconds, end excluded, sorted and disjoint.
+    """
+
+    shape: str
+    color: str
+    x: float
+    y: float
+    amp_x: float
+    amp_y: float
+    period_x: float
+    period_y: float
+    phase_x: float
+    phase_y: float
+    size: float
+    visits: tuple[tuple[float, float], ...]
+
+    def centre(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Centre ``(x, y)`` at ``times`` as fractions of width and height."""
+        return (self.x + self.amp_x * np.sin(2 * math.pi * times / self.period_x + self.phase_x),
+                self.y + self.amp_y * np.sin(2 * math.pi * times / self.period_y + self.phase_y))
+
+
+@dataclass(frozen=True)
 class VideoSpec:
     """Everything `render_frames` needs, deterministic from ``seed``.
 
@@ -118,6 +166,10 @@ class VideoSpec:
     tint : tuple of int
         Per-channel offset added to the grey texture (|tint| <= 6 keeps it desaturated).
     distractors : tuple of Distractor
+    movers : tuple of Mover
+        Empty in v1.
+    version : int
+        The suite version it was drawn for (`VERSIONS`). In v2, `Event.quadrant` holds one of `REGIONS`.
     """
 
     seed: int
@@ -128,6 +180,13 @@ class VideoSpec:
     drift: tuple[float, float]
     tint: tuple[int, int, int]
     distractors: tuple[Distractor, ...]
+    movers: tuple[Mover, ...] = ()
+    version: int = 1
+
+    @property
+    def places(self) -> tuple[str, ...]:
+        """The values "where" questions draw from: `QUADRANTS` in v1, `REGIONS` in v2."""
+        return QUADRANTS if self.version == 1 else REGIONS
 
     @property
     def video_id(self) -> str:
@@ -163,8 +222,11 @@ def _check_args(seconds: float, width: int, height: int, event_seconds: tuple[fl
         )
 
 
-def _events(gen: np.random.Generator, seconds: float, aspect: float, event_seconds) -> tuple[Event, ...]:
-    """1-4 events in distinct quarters, with distinct colours and shapes. ``aspect`` is height / width."""
+def _events(gen: np.random.Generator, seconds: float, aspect: float, event_seconds, version: int = 1
+            ) -> tuple[Event, ...]:
+    """1-4 events in distinct quarters, with distinct colours and shapes. ``aspect`` is height / width.
+
+    v1 places each inside a quadrant (2 x 2 cells), v2 inside a `REGIONS` cell (3 x 3)."""
     count = int(gen.integers(1, 5))
     quarters = np.sort(gen.choice(4, size=count, replace=False))
     colors = gen.permutation(list(COLORS))[:count]
@@ -175,13 +237,14 @@ def _events(gen: np.random.Generator, seconds: float, aspect: float, event_secon
     for q, color, shape in zip(quarters.tolist(), colors, shapes):
         duration = gen.uniform(event_seconds[0], min(event_seconds[1], quarter_s - 2 * margin))
         start = q * quarter_s + margin + gen.uniform(0, quarter_s - 2 * margin - duration)
-        quadrant = int(gen.integers(4))
-        size = gen.uniform(*_EVENT_SIZE)
-        # half-extent in fractions of width / height; the shape fits between its quadrant's edges with a gap
+        cells, places = (2, QUADRANTS) if version == 1 else (3, REGIONS)
+        place = int(gen.integers(cells * cells))
+        size = gen.uniform(*_EVENT_SIZE[version])
+        # half-extent in fractions of width / height; the shape fits between its cell's edges with a gap
         half_x, half_y = size / 2 * min(1.0, aspect), size / 2 * min(1.0, 1 / aspect)
-        x = 0.5 * (quadrant % 2) + gen.uniform(half_x + _EDGE, 0.5 - half_x - _EDGE)
-        y = 0.5 * (quadrant // 2) + gen.uniform(half_y + _EDGE, 0.5 - half_y - _EDGE)
-        events.append(Event(str(shape), str(color), QUADRANTS[quadrant], float(start), float(start + duration),
+        x = (place % cells) / cells + gen.uniform(half_x + _EDGE, 1 / cells - half_x - _EDGE)
+        y = (place // cells) / cells + gen.uniform(half_y + _EDGE, 1 / cells - half_y - _EDGE)
+        events.append(Event(str(shape), str(color), places[place], float(start), float(start + duration),
                             float(x), float(y), float(size)))
     return tuple(events)
 
@@ -201,12 +264,33 @@ def _distractors(gen: np.random.Generator) -> tuple[Distractor, ...]:
     return tuple(blobs)
 
 
+def _movers(gen: np.random.Generator, seconds: float) -> tuple[Mover, ...]:
+    """v2: one magenta diamond and one cyan ring, each visiting 2-5 times for 4-20 s (or less in short videos)."""
+    movers = []
+    for color, shape in zip(MOVER_COLORS, MOVER_SHAPES):
+        size = gen.uniform(*_EVENT_SIZE[2])
+        amp_x, amp_y = gen.uniform(0.1, 0.3, size=2)
+        low_x, low_y = size / 2 + 0.02 + amp_x, size / 2 + 0.02 + amp_y
+        x, y = gen.uniform(low_x, 1 - low_x), gen.uniform(low_y, 1 - low_y)
+        periods, phases = gen.uniform(10, 40, size=2), gen.uniform(0, 2 * math.pi, size=2)
+        visits, count = [], int(gen.integers(2, 6))
+        slot = seconds / count  # one visit per slot: disjoint and spread over the video
+        for i in range(count):
+            length = gen.uniform(min(4.0, slot / 2), min(20.0, slot / 2))
+            start = i * slot + gen.uniform(0, slot - length)
+            visits.append((float(start), float(start + length)))
+        movers.append(Mover(shape, color, float(x), float(y), float(amp_x), float(amp_y), *map(float, periods),
+                            *map(float, phases), float(size), tuple(visits)))
+    return tuple(movers)
+
+
 def make_video_spec(
     seed: int,
     seconds: float = 120.0,
-    width: int = 224,
-    height: int = 224,
+    width: int | None = None,
+    height: int | None = None,
     event_seconds: tuple[float, float] = (MIN_EVENT_SECONDS, 6.0),
+    version: int = 1,
 ) -> VideoSpec:
     """Draw a video's content from ``seed`` (a train or eval seed, see `TRAIN_SEEDS`, `EVAL_SEEDS`).
 
@@ -216,21 +300,29 @@ def make_video_spec(
         ``0 <= seed < 2e9``; the same arguments always give the same spec.
     seconds : float
         Video length, within `SECONDS_RANGE`.
-    width, height : int
-        Frame size in pixels, even and >= 32.
+    width, height : int, optional
+        Frame size in pixels, even and >= 32; default `DEFAULT_SIZE` of the version (224 in v1, 140 in v2).
     event_seconds : tuple of float
         ``(min, max)`` event duration; the max is capped at a quarter minus its margins.
+    version : int
+        Suite version, see the module docstring (1 or 2).
 
     Returns
     -------
     VideoSpec
     """
     split_of(seed)
+    if version not in VERSIONS:
+        raise ValueError(f"version={version!r} is not a suite version: pass one of {VERSIONS}.")
+    width = DEFAULT_SIZE[version] if width is None else width
+    height = DEFAULT_SIZE[version] if height is None else height
     _check_args(seconds, width, height, tuple(event_seconds))
     seconds = float(seconds)
-    gen = rng(seed, "spec")
-    events = _events(gen, seconds, height / width, tuple(event_seconds))
+    gen = rng(seed, "spec") if version == 1 else rng(seed, "spec", version)
+    events = _events(gen, seconds, height / width, tuple(event_seconds), version)
     angle, speed = gen.uniform(0, 2 * math.pi), gen.uniform(3.0, 8.0) * min(width, height) / 224
     drift = (float(speed * math.cos(angle)), float(speed * math.sin(angle)))
     tint = tuple(int(v) for v in gen.integers(-6, 7, size=3))
-    return VideoSpec(int(seed), seconds, width, height, events, drift, tint, _distractors(gen))
+    distractors = _distractors(gen)
+    movers = _movers(gen, seconds) if version == 2 else ()
+    return VideoSpec(int(seed), seconds, width, height, events, drift, tint, distractors, movers, version)

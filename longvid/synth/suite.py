@@ -26,7 +26,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from .questions import KINDS, make_questions
+from .questions import kinds_of, make_questions
 from .render import render_frames
 from .seeds import check_seed
 from .spec import VideoSpec, make_video_spec
@@ -89,11 +89,12 @@ def write_suite(
     seconds: float,
     seed: int,
     fps: int = 4,
-    width: int = 224,
-    height: int = 224,
-    kinds=KINDS,
+    width: int | None = None,
+    height: int | None = None,
+    kinds=None,
     blank: bool = False,
     preset: str = "ultrafast",
+    version: int = 1,
 ) -> str:
     """Write videos with seeds ``seed, seed + 1, ..., seed + n_videos - 1`` and their questions to ``out_dir``.
 
@@ -108,9 +109,10 @@ def write_suite(
         Length of every video.
     seed : int
         First seed, e.g. ``eval_seed(0)``.
-    fps, width, height, kinds, blank, preset
-        As in `write_video`, `make_video_spec` and `make_questions`. ``blank=True`` writes background-only
-        videos with the questions of the real ones.
+    fps, width, height, kinds, blank, preset, version
+        As in `write_video`, `make_video_spec` and `make_questions` (``version``: the suite version, 1 or 2; the
+        frame size defaults to the version's). ``blank=True`` writes background-only videos with the questions of
+        the real ones.
 
     Returns
     -------
@@ -125,7 +127,7 @@ def write_suite(
         raise ValueError(f"n_videos={n_videos!r} is invalid: it must be a positive int. Pass e.g. n_videos=100.")
     check_seed(seed, split)
     check_seed(seed + n_videos - 1, split)
-    specs = [make_video_spec(seed + i, seconds, width, height) for i in range(n_videos)]
+    specs = [make_video_spec(seed + i, seconds, width, height, version=version) for i in range(n_videos)]
     rows = [row for spec in specs for row in _rows(spec, kinds, fps)]  # validates kinds before any encoding
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -136,8 +138,9 @@ def write_suite(
             write_video(spec, os.path.join(tmp, spec.video_id + ".mp4"), fps=fps, blank=blank, preset=preset)
         with open(os.path.join(tmp, "questions.jsonl"), "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in rows)
-        config = dict(split=split, n_videos=n_videos, seconds=seconds, seed=seed, fps=fps, width=width,
-                      height=height, kinds=list(kinds), blank=blank, preset=preset)
+        config = dict(split=split, n_videos=n_videos, seconds=seconds, seed=seed, fps=fps, width=specs[0].width,
+                      height=specs[0].height, kinds=list(kinds or kinds_of(version)), blank=blank, preset=preset,
+                      version=version)
         with open(os.path.join(tmp, "suite.json"), "w") as f:
             json.dump(dict(config=config, videos=[spec.to_dict() for spec in specs]), f, indent=1)
         os.rename(tmp, out_dir)

@@ -118,11 +118,12 @@ def train_bpe(texts: list[str], max_merges: int = 5000) -> list[tuple[str, str]]
     raise ValueError(f"BPE did not close the vocabulary within {max_merges} merges")
 
 
-def build_synth_tokenizer():
+def build_synth_tokenizer(lines: list[str] | None = None):
     """longvid-tiny's tokenizer: every line of the suite's prompts is one token (its text vocabulary is closed).
 
     Byte-level BPE over lines (`synth_lines`): 256 byte symbols, the 8 Qwen-VL special tokens at ids 256-263 (as
     `longvid.tiny`), then the merges. Any other text still encodes, byte by byte. The chat template is Qwen2-VL's.
+    ``lines`` replaces `synth_lines` (longvid-tiny 2 adds suite v2's lines: `longvid.train.tiny.synth_lines_v2`).
     One token per line leaves the model's capacity to the video: which event the question names, and which option
     holds the answer, are each one token to match.
     """
@@ -133,7 +134,7 @@ def build_synth_tokenizer():
     vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
     for token in SPECIAL_TOKENS:
         vocab[token] = len(vocab)
-    merges = train_bpe(synth_lines())
+    merges = train_bpe(synth_lines() if lines is None else lines)
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
