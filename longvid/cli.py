@@ -920,6 +920,8 @@ def eval_synth(
     settings: list[str] = typer.Option([], "--set", help="METHOD.KEY=VALUE stage setting, repeatable (e.g. --set "
                                                          "prunevid.layer=2)."),
     out_dir: Optional[str] = typer.Option(None, "--out", help="Parent of the results folder (default ./longvid-eval)."),
+    suite: Optional[int] = typer.Option(None, help="Suite version, 1 or 2 (default: the one the model was trained "
+                                                   "on, from its longvid.json)."),
 ):
     """Run the synthetic long-video QA suite through the whole pipeline; write samples, a table and a plot.
 
@@ -930,7 +932,7 @@ def eval_synth(
 
     settings = EvalSettings(methods=split_list(methods, str, "--methods"), keeps=split_list(keep, float, "--keep"),
                             lengths=split_list(length, float, "--length"), n=n, seed=seed, fps=fps, model=model,
-                            blank=blank, out=out_dir, overrides=method_settings(settings))
+                            blank=blank, out=out_dir, overrides=method_settings(settings), suite=suite)
     prepared = prepare_eval(settings, command="longvid " + " ".join(sys.argv[1:]), log=lambda m: err.print(m))
     with Bars() as bars:
         folder = run_eval(prepared, log=bars.log, progress=lambda d, t: bars("answering", d, t))

@@ -31,9 +31,9 @@ import torch
 from longvid.errors import check_positive, option
 from longvid.eval.common import PeakMemory, load_done, results_folder, tiny_model_path
 from longvid.eval.stats import clustered_se, paired_delta
-from longvid.synth.questions import KINDS, LETTERS, make_questions
+from longvid.synth.questions import KINDS_V2, LETTERS, kinds_of, make_questions
 from longvid.synth.seeds import EVAL_SEEDS, eval_seed
-from longvid.synth.spec import SECONDS_RANGE, make_video_spec
+from longvid.synth.spec import SECONDS_RANGE, VERSIONS, make_video_spec
 from longvid.synth.suite import write_suite
 from longvid.video import cache_dir
 
@@ -57,6 +57,7 @@ class EvalSettings:
     blank: bool = False
     out: str | None = None
     overrides: dict = field(default_factory=dict)  # method -> stage settings, e.g. {"prunevid": {"layer": 2}}
+    suite: int | None = None  # suite version; None: the one the model was trained on (its longvid.json), else 1
 
     def __post_init__(self):
         from longvid.methods.registry import check_keep_ratios, check_method_names
@@ -77,6 +78,9 @@ class EvalSettings:
             raise ValueError(f"{option('seed', self.seed)} is invalid: it must be an int in [0, "
                              f"{len(EVAL_SEEDS) // 2})")
         check_positive("fps", self.fps)
+        if self.suite is not None and self.suite not in VERSIONS:
+            raise ValueError(f"{option('suite', self.suite)} is invalid: pass a suite version, one of "
+                             f"{', '.join(map(str, VERSIONS))}")
         for m, keep in self.runs():  # unknown or bad settings fail now, not after the videos are written
             self.method(m, keep)
 
@@ -98,17 +102,27 @@ class EvalSettings:
         lengths = "-".join(f"{x:g}" for x in self.lengths)
         methods = "-".join(self.methods) if len(self.methods) <= 4 else f"{len(self.methods)}methods"
         keeps = "_keep" + "-".join(f"{k:g}" for k in self.keeps) if any(map(takes_keep, self.methods)) else ""
-        name = f"synth_{model}_{methods}{keeps}_len{lengths}s_n{self.n}_seed{self.seed}_fps{self.fps:g}"
+        suite = f"_v{self.suite}" if self.suite and self.suite != 1 else ""
+        name = f"synth{suite}_{model}_{methods}{keeps}_len{lengths}s_n{self.n}_seed{self.seed}_fps{self.fps:g}"
         return re.sub(r"[^A-Za-z0-9._-]", "_", name + ("_blank" if self.blank else ""))
 
 
 # ----- the question set --------------------------------------------------------------------------------------------
-def select_questions(seconds: float, n: int, seed: int) -> tuple[int, list[dict]]:
+def model_suite(model: str | Path) -> int:
+    """The suite version a checkpoint was trained on (``suite`` in its ``longvid.json``), 1 if it does not say."""
+    card = Path(model) / "longvid.json"
+    try:
+        return int(json.loads(card.read_text()).get("suite", 1))
+    except (OSError, ValueError, AttributeError):
+        return 1
+
+
+def select_questions(seconds: float, n: int, seed: int, version: int = 1) -> tuple[int, list[dict]]:
     """Walk eval seeds ``eval_seed(seed), eval_seed(seed) + 1, ...`` taking each video's questions of kinds that
     still have fewer than ``n``; stop when every kind has ``n``. Returns (number of videos, selected rows)."""
-    counts, rows, i = dict.fromkeys(KINDS, 0), [], 0
+    counts, rows, i = dict.fromkeys(kinds_of(version), 0), [], 0
     while min(counts.values()) < n:
-        spec = make_video_spec(eval_seed(seed + i), seconds=seconds)
+        spec = make_video_spec(eval_seed(seed + i), seconds=seconds, version=version)
         for q in make_questions(spec):
             if counts[q.kind] < n:
                 counts[q.kind] += 1
@@ -118,14 +132,16 @@ def select_questions(seconds: float, n: int, seed: int) -> tuple[int, list[dict]
     return i, rows
 
 
-def ensure_suite(seconds: float, n_videos: int, seed: int, blank: bool = False, log=None) -> Path:
+def ensure_suite(seconds: float, n_videos: int, seed: int, blank: bool = False, log=None, version: int = 1) -> Path:
     """The suite's mp4 files for these settings, written once under the cache dir (`write_suite`) and reused."""
-    name = f"eval_seed{seed}_len{seconds:g}s_{n_videos}videos" + ("_blank" if blank else "")
+    name = (("" if version == 1 else f"v{version}_") + f"eval_seed{seed}_len{seconds:g}s_{n_videos}videos"
+            + ("_blank" if blank else ""))
     path = cache_dir() / "synth" / name
     if not (path / "suite.json").is_file():
         if log is not None:
             log(f"writing {n_videos} videos of {seconds:g} s to {path} (once; later runs reuse them)")
-        write_suite(path, split="eval", n_videos=n_videos, seconds=seconds, seed=eval_seed(seed), blank=blank)
+        write_suite(path, split="eval", n_videos=n_videos, seconds=seconds, seed=eval_seed(seed), blank=blank,
+                    version=version)
     return path
 
 
@@ -164,6 +180,10 @@ def prepare_eval(settings: EvalSettings, *, lm=None, command: str | None = None,
 
     model = settings.model or str(tiny_model_path())
     lm = lm or longvid.load(model)
+    if settings.suite is None:
+        from longvid.models import resolve_model
+
+        settings.suite = model_suite(resolve_model(model))
     for method, keep in settings.runs():
         settings.method(method, keep).check_model(lm.adapter)
     parent = writable_folder(Path(settings.out or "longvid-eval"), option="out")
@@ -172,7 +192,8 @@ def prepare_eval(settings: EvalSettings, *, lm=None, command: str | None = None,
                   python=platform.python_version(), device=str(lm.adapter.device), machine=platform.machine(),
                   cpus=os.cpu_count())
     folder, resumed = results_folder(parent, settings.folder_name(), config)
-    plans = [(length, *select_questions(length, settings.n, settings.seed)) for length in settings.lengths]
+    plans = [(length, *select_questions(length, settings.n, settings.seed, settings.suite))
+             for length in settings.lengths]
     sizes = defaultdict(int)
     for length, _, rows in plans:
         for row in rows:
@@ -215,7 +236,7 @@ def run_eval(prepared: PreparedEval | EvalSettings, *, log=print, progress=None,
                     for vid in by_video}
             if not any(todo.values()):
                 continue
-            suite = ensure_suite(length, n_videos, settings.seed, settings.blank, log)
+            suite = ensure_suite(length, n_videos, settings.seed, settings.blank, log, settings.suite or 1)
             for video_id, questions in by_video.items():
                 if not todo[video_id]:
                     continue
@@ -280,7 +301,7 @@ def summarize(folder: str | Path) -> str:
         paired = [r for r in rs if key[id(r)] in reference]
         delta = paired_delta([r["correct"] for r in paired], [reference[key[id(r)]] for r in paired],
                              [r["video"] for r in paired]) if method != "full" and paired else None
-        by_kind = {k: [r["correct"] for r in rs if r["kind"] == k] for k in KINDS}
+        by_kind = {k: [r["correct"] for r in rs if r["kind"] == k] for k in KINDS_V2}
         summary.append(dict(
             length=length, method=method, keep=keep, n=len(rs), videos=len({r["video"] for r in rs}),
             accuracy=float(np.mean(correct)), se=clustered_se(correct, [r["video"] for r in rs]),
@@ -293,8 +314,9 @@ def summarize(folder: str | Path) -> str:
             kv_kib=float(np.mean([r["kv_bytes"] for r in rs])) / 1024,
             unparsed=sum(r["answer"] is None for r in rs)))
     s = config["settings"]
+    kinds = [k for k in KINDS_V2 if any(k in r["kinds"] for r in summary)]
     lines = [
-        f"# Synthetic suite: {Path(config['model']).name}, seed {s['seed']}, {s['n']} questions per kind per length, "
+        f"# Synthetic suite{' v' + str(s['suite']) if s.get('suite', 1) != 1 else ''}: {Path(config['model']).name}, seed {s['seed']}, {s['n']} questions per kind per length, "
         f"{s['fps']:g} fps{' (background-only videos)' if s['blank'] else ''}",
         "",
         f"Command: `{config['command']}`  ",
@@ -309,8 +331,8 @@ def summarize(folder: str | Path) -> str:
         "resident set sampled every ms, coarse for a tiny model).",
         "",
         "| length s | method | keep | n | accuracy % | delta vs full | retention | LLM tokens | TTFT ms | peak MiB | "
-        "KV KiB |" + "".join(f" {k} % |" for k in KINDS),
-        "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|" + "---:|" * len(KINDS),
+        "KV KiB |" + "".join(f" {k} % |" for k in kinds),
+        "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|" + "---:|" * len(kinds),
     ]
     for r in summary:
         keep = "-" if r["keep"] is None else f"{r['keep']:g}"
@@ -320,7 +342,7 @@ def summarize(folder: str | Path) -> str:
             f"| {r['length']:g} | {r['method']} | {keep} | {r['n']} | {100 * r['accuracy']:.1f} +- {100 * r['se']:.1f} "
             f"| {delta} | {r['retention']:.3f} | {r['llm_tokens']:.0f} | {r['ttft_ms']:.1f} | {r['peak_mib']:.1f} "
             f"| {r['kv_kib']:.0f} |" + "".join(f" {100 * r['kinds'][k]:.0f} |" if k in r["kinds"] else " - |"
-                                               for k in KINDS))
+                                               for k in kinds))
     unparsed = sum(r["unparsed"] for r in summary)
     if unparsed:
         lines += ["", f"{unparsed} replies did not start with a letter A-D; they count as wrong."]
