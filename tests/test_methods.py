@@ -28,7 +28,8 @@ def full_answers(lms, frames):
 # "keep everything": keep=1, and for PruneVid no static slot (tau > 1), no merging, and a layer the tiny model has
 KEEP_EVERYTHING = {"prunevid": dict(keep=1.0, tau=1.01, cluster_ratio=1.0, layer=0),
                    "prunevid-merge": dict(tau=1.01, cluster_ratio=1.0),
-                   "retake": dict(keep=1.0, yarn_factor=None)}  # the released recipe's YaRN RoPE changes the model
+                   "retake": dict(keep=1.0, yarn_factor=None),  # the released recipe's YaRN RoPE changes the model
+                   "citr-merge": dict(keep=1.0, max_ratio=0.0)}  # merges at most 0 % of the tokens
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -36,7 +37,7 @@ def test_keep_everything_equals_full(lm, family, frames, full_answers, name):
     settings = KEEP_EVERYTHING.get(name, dict(keep=1.0))
     if lm.adapter.time_row is None and name in ("pivotkv", "retake"):  # time as text: keep positions (reforge off)
         settings = settings | dict(reforge=False)
-    if name == "citr":  # the bundled heads belong to longvid-tiny: heads for this checkpoint
+    if name in ("citr", "citr-merge"):  # the bundled heads belong to longvid-tiny: heads for this checkpoint
         from longvid.methods.kv.citr import RetainingHeads
 
         settings = settings | dict(heads=RetainingHeads.for_model(lm.adapter, hidden=16))
@@ -247,7 +248,7 @@ def test_every_preset_runs_at_its_defaults_on_every_checkpoint(lms, bundled, fra
     relative depth), and a reducing preset reduces, or says why it did not; a preset that squeezes time refuses a
     family that writes time as text (Qwen3-VL), in one line naming the fix."""
     for model in (*lms.values(), bundled):
-        if name == "citr" and model is not bundled:  # its bundled heads were trained for longvid-tiny alone
+        if name in ("citr", "citr-merge") and model is not bundled:  # bundled heads: longvid-tiny's alone
             with pytest.raises(ValueError, match=r"trained for another model .*; pass heads trained for this "):
                 model.ask(frames, "What is it?", method=name, max_new_tokens=1)
             continue

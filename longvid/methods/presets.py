@@ -17,6 +17,7 @@ from longvid.errors import option, setting
 from longvid.methods.compose import Method
 from longvid.methods.frames.uniform import UniformFrames
 from longvid.methods.kv.citr import BUNDLED_HEADS, CITRPress
+from longvid.methods.tokens.similarity_merge import SimilarityMerge
 from longvid.methods.kv.knorm import KnormPress
 from longvid.methods.kv.pivotkv import PivotKV
 from longvid.methods.kv.random_kv import RandomKVPress
@@ -131,6 +132,15 @@ def citr(keep=None, budget=None, **settings) -> Method:
     settings.setdefault("heads", str(BUNDLED_HEADS))
     stage = _stage("citr", CITRPress, keep, budget, settings, 0.25)
     return Method("citr", press=stage, keep=stage.keep)
+
+
+def citr_merge(keep=None, budget=None, **settings) -> Method:
+    """CITR's VideoMME setting: the similarity merge (threshold 0.4, at most 40 % merged) before the LLM, then the
+    CITR press at ``keep`` of the merged video's visual entries."""
+    merge = take(settings, SimilarityMerge)
+    settings.setdefault("heads", str(BUNDLED_HEADS))
+    press = _stage("citr-merge", CITRPress, keep, budget, settings, 0.25)
+    return Method("citr-merge", token_reducers=[SimilarityMerge(**merge)], press=press, keep=press.keep)
 
 
 def pivotkv(keep=None, budget=None, **settings) -> Method:

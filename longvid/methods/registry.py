@@ -232,6 +232,12 @@ register(MethodSpec(
     "trained for longvid-tiny (--set heads=DIR for another checkpoint's, from `longvid train citr`)",
     "CITR (ACM MM 2025), Locret https://arxiv.org/abs/2410.01805"))
 register(MethodSpec(
+    "citr-merge", "token reducer + KV press", P + "citr_merge",
+    "CITR's VideoMME setting: similarity merge before the LLM (runs of a slot's tokens with cosine >= 0.4 to the "
+    "previous step fold into the token before, at most 40 % merged; --set threshold=, max_ratio=), then citr at "
+    "keep=0.25 of the merged tokens",
+    "CITR (ACM MM 2025), Locret https://arxiv.org/abs/2410.01805", keep_is_retention=False))
+register(MethodSpec(
     "random-kv", "KV press", P + "random_kv",
     "keep=0.5, seed=0: each layer and KV head keeps a random share of the visual entries; the scorer-free floor of "
     "the presses", "baseline (kvpress RandomPress)"))
