@@ -71,7 +71,7 @@ def long_frames(video_path):
 @pytest.fixture(scope="session")
 def untrained_tiny(tmp_path_factory):
     """An untrained longvid-tiny checkpoint (its architecture, tokenizer and pixels) written by the training code."""
-    from longvid.synth.train import train
+    from longvid.train.tiny_v1 import train
 
     path = tmp_path_factory.mktemp("tiny") / "untrained"
     train(path, steps=2, videos_per_step=2, n_validation=2, validate_every=1000, log=lambda _: None)

@@ -130,7 +130,7 @@ def test_tokenizer_v2_keeps_lines_whole():
 
 def test_training_logits_equal_the_pipelines(untrained2):
     """video_forward (training) gives, for every question, the logits the pipeline computes for its answer."""
-    from longvid.synth.train import sample_times
+    from longvid.synth.suite import sample_times
     from longvid.video import Frames
     from longvid.video.decode import VideoInfo
 

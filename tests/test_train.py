@@ -8,7 +8,7 @@ import torch
 
 import longvid
 from longvid.synth import KINDS, make_questions, make_video_spec, render_frames, saturation, train_seed
-from longvid.synth import train as T
+from longvid.train import tiny_v1 as T
 from longvid.video import Frames
 from longvid.video.decode import VideoInfo
 

@@ -31,7 +31,12 @@ from .render import render_frames
 from .seeds import check_seed
 from .spec import VideoSpec, make_video_spec
 
-__all__ = ["write_video", "write_suite"]
+__all__ = ["write_video", "write_suite", "sample_times", "SAMPLE_FPS", "FILE_FPS"]
+
+SAMPLE_FPS = 1.0
+"""Frames per second the longvid-tiny models were trained with (the pipeline's default sampling)."""
+FILE_FPS = 4
+"""Frame rate of the suite's mp4 files (`write_suite`'s default): training renders the frames a reader decodes."""
 
 _CHUNK_FRAMES = 256  # frames rendered at a time: bounds memory (256 x 224 x 224 x 3 = 38 MB) for 30-minute videos
 
@@ -148,3 +153,13 @@ def write_suite(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def sample_times(seconds: float, fps: float = SAMPLE_FPS, file_fps: int = FILE_FPS) -> np.ndarray:
+    """Timestamps ``read_video(path, fps=fps)`` decodes from a suite mp4 of ``seconds`` written at ``file_fps``."""
+    from longvid.video import plan_indices
+    from longvid.video.decode import VideoInfo
+
+    n = int(seconds * file_fps)
+    info = VideoInfo("synth", n / file_fps, float(file_fps), n, 0, 0, "h264", 0.0, None)
+    return plan_indices(info, fps=fps) / file_fps

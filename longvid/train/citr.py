@@ -82,7 +82,7 @@ def synth_example(adapter_fps: float, i: int, split: str, seed: int, lengths) ->
     answered with its letter (the answer the bundled model gives)."""
     from longvid.synth import eval_seed, make_questions, make_video_spec, train_seed
     from longvid.synth.render import render_frames
-    from longvid.synth.train import sample_times
+    from longvid.synth.suite import sample_times
     from longvid.video.decode import Frames, VideoInfo
 
     gen = np.random.default_rng([seed, i, 0 if split == "train" else 1])

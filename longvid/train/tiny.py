@@ -83,7 +83,7 @@ NAMING_KINDS = ("color", "shape", "where", "when", "after")
 
 def synth_lines_v2() -> list[str]:
     """Every line longvid-tiny 2 reads: v1's lines, then suite v2's stems and option lines."""
-    from longvid.synth.train import synth_lines
+    from longvid.train.tokenizer import synth_lines
 
     stems = [STEMS_V2[kind].format(shape=s, color=c, name=f"{c} {s}") for kind in KINDS_V2 for c in COLORS
              for s in SHAPES]
@@ -92,8 +92,8 @@ def synth_lines_v2() -> list[str]:
 
 
 def build_tokenizer():
-    """v1's line-level BPE (`longvid.synth.train.build_synth_tokenizer`) over `synth_lines_v2`: each line one token."""
-    from longvid.synth.train import build_synth_tokenizer
+    """v1's line-level BPE (`longvid.train.tokenizer.build_synth_tokenizer`) over `synth_lines_v2`: each line one token."""
+    from longvid.train.tokenizer import build_synth_tokenizer
 
     return build_synth_tokenizer(synth_lines_v2())
 
@@ -101,7 +101,7 @@ def build_tokenizer():
 def build_untrained_model(tokenizer, seed: int):
     from transformers import AutoModelForImageTextToText
 
-    from longvid.synth.train import vocab_size
+    from longvid.train.tokenizer import vocab_size
     from longvid.tiny import EOS_ID, tiny_config
 
     torch.manual_seed(seed)
@@ -184,7 +184,8 @@ class Example:
 
 
 def make_example(adapter, spec, questions, blank: bool = False) -> Example:
-    from longvid.synth.train import line_id, sample_times
+    from longvid.synth.suite import sample_times
+    from longvid.train.tokenizer import line_id
     from longvid.tiny import EOS_ID
 
     times = sample_times(spec.seconds)
@@ -440,7 +441,7 @@ class Trainer:
         tmp.replace(self.out / "checkpoint.pt")  # a crash mid-write never leaves a torn checkpoint
 
     def card(self) -> dict:
-        from longvid.synth.train import _code_version
+        from longvid.train.common import code_version
 
         r = self.recipe
         return dict(name="longvid-tiny-2", suite=2, family="qwen2_vl", config=MODEL_CONFIG, side=SIDE,
@@ -456,7 +457,7 @@ class Trainer:
                     train_seeds=[train_seed(r.seed * 10_000_000),
                                  train_seed(r.seed * 10_000_000 + self.step * r.videos_per_step - 1)],
                     validation_seeds=[train_seed(VALIDATION_OFFSET), train_seed(VALIDATION_OFFSET + r.n_validation - 1)],
-                    history=self.history, torch=torch.__version__, code=_code_version(),
+                    history=self.history, torch=torch.__version__, code=code_version(),
                     command="longvid train tiny " + " ".join(recipe_args(r)) + f" --out {self.out}")
 
     def save_model(self, where: Path) -> None:
