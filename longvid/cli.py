@@ -715,6 +715,63 @@ def train_citr(
     print(f"heads: {folder}")
 
 
+@train_app.command("qtsplus")
+@user_errors(TRAIN)
+def train_qtsplus(
+    out_dir: str = typer.Option(..., "--out", help="Folder for the modules, checkpoint.pt and qtsplus_card.json (the "
+                                                   "same command continues an interrupted run)."),
+    model: Optional[str] = typer.Option(None, help="Checkpoint directory (default: the bundled longvid-tiny)."),
+    data: str = typer.Option("synth", help="synth (the synthetic suite's training seeds) or a JSONL file of "
+                                           "{video, question, answer} lines."),
+    steps: int = typer.Option(2000, help="Optimiser steps (each accumulates --accumulate examples)."),
+    lr: float = typer.Option(1e-6, help="Peak learning rate (AdamW, 1 % warm-up, cosine); the released script's "
+                                        "1e-6 suits modules initialised from a large LLM, fresh tiny ones need ~1e-3."),
+    accumulate: int = typer.Option(2, help="Examples per optimiser step."),
+    lambda_t: float = typer.Option(0.1, help="Weight of (rho M)^2 / n_max^2 (FLOPs)."),
+    lambda_m: float = typer.Option(0.17, help="Weight of rho M / n_max (KV memory)."),
+    lambda_s: float = typer.Option(0.05, help="Weight of (rho - mean rho)^2 (smoothness)."),
+    tau: float = typer.Option(0.5, help="Temperature of the soft threshold and the Gumbel gate."),
+    n_max: int = typer.Option(512, help="Most tokens kept at inference (and the losses' scale)."),
+    rho: str = typer.Option("0.05,0.5", help="MIN,MAX of the predicted retention."),
+    scoring_layers: int = typer.Option(1, help="Scoring cross-attention blocks."),
+    reencode_layers: int = typer.Option(2, help="Re-encoder blocks (0: none)."),
+    init_from_llm: bool = typer.Option(False, help="Initialise the blocks' attention from the LLM's layers (the "
+                                                   "released code never does in a fresh run)."),
+    positions: str = typer.Option("kept", help="kept (each kept token keeps its position) or faithful (1-D)."),
+    seed: int = typer.Option(0, help="Seeds the modules' initialisation, the examples and the Gumbel noise."),
+    lengths: str = typer.Option("30,60", help="MIN,MAX seconds of the synthetic videos."),
+    fps: float = typer.Option(1.0, help="Frames per second sampled from each video."),
+    held_out: int = typer.Option(24, help="Held-out examples (evaluation seeds, or the data's first lines)."),
+    eval_every: int = typer.Option(250, help="Steps between held-out evaluations."),
+    checkpoint_every: int = typer.Option(50, help="Steps between checkpoints."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+):
+    """Train QTSplus's selector (scoring, budget head, re-encoder) on a frozen model, through the LM loss on the
+    answer plus its FLOPs, memory and smoothness terms."""
+    from longvid.train.qtsplus import QTSRecipe, QTSTrainer
+
+    pairs = []
+    for flag, text in (("--rho", rho), ("--lengths", lengths)):
+        values = split_list(text, float, flag)
+        if len(values) != 2:
+            fail(f"{flag} {text} is invalid: pass MIN,MAX, e.g. {flag} {'0.05,0.5' if flag == '--rho' else '30,60'}")
+        pairs.append(values)
+    recipe = QTSRecipe(steps=steps, lr=lr, accumulate=accumulate, lambda_t=lambda_t, lambda_m=lambda_m,
+                       lambda_s=lambda_s, tau=tau, n_max=n_max, rho_min=pairs[0][0], rho_max=pairs[0][1],
+                       scoring_layers=scoring_layers, reencode_layers=reencode_layers, init_from_llm=init_from_llm,
+                       positions=positions, seed=seed, lengths=tuple(pairs[1]), fps=fps, held_out=held_out,
+                       eval_every=eval_every, checkpoint_every=checkpoint_every)
+    import longvid
+
+    lm = longvid.load(model_dir(model) if model else "longvid-tiny", device=device, dtype=dtype)
+    with Bars() as bars:
+        trainer = QTSTrainer(lm, out_dir, recipe, data=data, log=bars.log,
+                             progress=lambda done, total, info: bars("training", done, total, info=info))
+        folder = trainer.run(command="longvid " + " ".join(sys.argv[1:]))
+    print(f"modules: {folder}")
+
+
 @train_app.command("tiny")
 @user_errors(TRAIN)
 def train_tiny(

@@ -67,8 +67,7 @@ class LongVid:
         prefix_ids, tail_template = adapter.prompt_parts(system)
         query_embeds = None  # only query-aware reducers read the question's embeddings
         if question is not None and any(r.query_aware for r in method.token_reducers):
-            tail = adapter.tail_ids(tail_template, question)
-            query_embeds = adapter.lm.embed_tokens(torch.tensor(tail, device=adapter.device))
+            query_embeds = question_embeds(adapter, question)
         enc = encode_frames(adapter, frames, method, start=len(prefix_ids), query_embeds=query_embeds,
                             question=question)
         if progress is not None:
@@ -151,3 +150,12 @@ def _resolve(method: str | Method, keep: float | None, budget: int | None) -> Me
                              "its own")
         return method
     return get_method(method, keep=keep, budget=budget)
+
+
+def question_embeds(adapter, question: str) -> torch.Tensor:
+    """(L, D) input embeddings of the question text alone (no chat template, no special tokens): what query-aware
+    token reducers read (QTSplus's ``question_input_ids``)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question is empty: ask something about the video")
+    ids = adapter.tokenizer(question, add_special_tokens=False)["input_ids"]
+    return adapter.lm.embed_tokens(torch.tensor(ids, device=adapter.device))

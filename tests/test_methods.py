@@ -41,6 +41,10 @@ def test_keep_everything_equals_full(lm, family, frames, full_answers, name):
         from longvid.methods.kv.citr import RetainingHeads
 
         settings = settings | dict(heads=RetainingHeads.for_model(lm.adapter, hidden=16))
+    if name == "qtsplus":  # everything kept, in order, not re-encoded; modules for this checkpoint
+        from longvid.methods.tokens.qtsplus import QTSPlus
+
+        settings = dict(rho=1.0, reencode=False, n_max=None, modules=QTSPlus.for_model(lm.adapter))
     method = get_method(name, **settings)
     ans = lm.ask(frames, "What is it?", method=method, max_new_tokens=5, record_logits=True, chunk_size=6)
     ref = full_answers[family]
@@ -248,8 +252,8 @@ def test_every_preset_runs_at_its_defaults_on_every_checkpoint(lms, bundled, fra
     relative depth), and a reducing preset reduces, or says why it did not; a preset that squeezes time refuses a
     family that writes time as text (Qwen3-VL), in one line naming the fix."""
     for model in (*lms.values(), bundled):
-        if name in ("citr", "citr-merge") and model is not bundled:  # bundled heads: longvid-tiny's alone
-            with pytest.raises(ValueError, match=r"trained for another model .*; pass heads trained for this "):
+        if name in ("citr", "citr-merge", "qtsplus") and model is not bundled:  # learned parts: longvid-tiny's
+            with pytest.raises(ValueError, match=r"trained for another model .*; pass (heads|modules) trained for this "):
                 model.ask(frames, "What is it?", method=name, max_new_tokens=1)
             continue
         if model.adapter.time_row is None and name in ("retake", "dpselect", "pivotkv"):

@@ -91,6 +91,8 @@ class TokenReducer(Stage):
     """Reduces visual tokens before the LLM; returns a new VisualTokens (subset or merge)."""
 
     def reduce(self, tokens: VisualTokens, query_embeds: torch.Tensor | None = None) -> VisualTokens:
+        """``query_embeds``: (L, D) input embeddings of the question text alone (no template), for query-aware
+        reducers (`longvid.pipeline.question_embeds`); None otherwise."""
         raise NotImplementedError
 
 

@@ -17,6 +17,7 @@ from longvid.errors import option, setting
 from longvid.methods.compose import Method
 from longvid.methods.frames.uniform import UniformFrames
 from longvid.methods.kv.citr import BUNDLED_HEADS, CITRPress
+from longvid.methods.tokens.qtsplus import BUNDLED_MODULES, QTSPlusSelector
 from longvid.methods.tokens.similarity_merge import SimilarityMerge
 from longvid.methods.kv.knorm import KnormPress
 from longvid.methods.kv.pivotkv import PivotKV
@@ -141,6 +142,16 @@ def citr_merge(keep=None, budget=None, **settings) -> Method:
     settings.setdefault("heads", str(BUNDLED_HEADS))
     press = _stage("citr-merge", CITRPress, keep, budget, settings, 0.25)
     return Method("citr-merge", token_reducers=[SimilarityMerge(**merge)], press=press, keep=press.keep)
+
+
+def qtsplus(keep=None, budget=None, **settings) -> Method:
+    if keep is not None or budget is not None:
+        raise ValueError(f"method 'qtsplus' predicts its retention for each question; {option('keep')}/"
+                         f"{option('budget')} do not apply ({setting('rho', 0.25)} forces one)")
+    settings.setdefault("modules", str(BUNDLED_MODULES))
+    stage = QTSPlusSelector(**take(settings, QTSPlusSelector))
+    no_leftovers("qtsplus", settings, QTSPlusSelector)
+    return Method("qtsplus", token_reducers=[stage])
 
 
 def pivotkv(keep=None, budget=None, **settings) -> Method:

@@ -238,6 +238,13 @@ register(MethodSpec(
     "keep=0.25 of the merged tokens",
     "CITR (ACM MM 2025), Locret https://arxiv.org/abs/2410.01805", keep_is_retention=False))
 register(MethodSpec(
+    "qtsplus", "token reducer", P + "qtsplus",
+    "learned: the question's embeddings score each visual token (cross-attention, max over heads and words), a "
+    "budget head predicts the retention rho in [0.05, 0.5], the top min(ceil(rho M), n_max=512) tokens are kept in "
+    "order and re-encoded (2 bidirectional blocks); kept tokens keep their positions (--set positions=faithful: 1-D, "
+    "as the released code); modules: the bundled ones, trained for longvid-tiny (--set modules=DIR)",
+    "https://arxiv.org/abs/2511.11910", query_aware=True, keep_ratio=False))
+register(MethodSpec(
     "random-kv", "KV press", P + "random_kv",
     "keep=0.5, seed=0: each layer and KV head keeps a random share of the visual entries; the scorer-free floor of "
     "the presses", "baseline (kvpress RandomPress)"))

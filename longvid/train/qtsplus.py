@@ -1,0 +1,276 @@
+"""Training QTSplus's selector on a frozen model: ``longvid train qtsplus``.
+
+Each step takes one (video, question, answer) example: the frozen vision encoder's tokens (the pipeline's own
+`encode`, method ``full``), the question's input embeddings (`longvid.pipeline.question_embeds`), then the modules:
+relevance, predicted retention rho, training's gate (`soft_select`: Newton threshold, hard Gumbel, straight-through),
+the kept tokens re-encoded and placed in the video block at their positions (``--positions kept``, the default) or
+at consecutive 1-D ones (``faithful``), then the frozen LLM through the engine's forward, teacher-forced on the
+answer. Loss (QTSplus's): ``CE(answer) + lambda_t (rho M)^2 / n_max^2 + lambda_m rho M / n_max
++ lambda_s (rho - mean rho)^2``, the mean over every rho this run has seen, kept in the checkpoint (the released
+code keeps it in a process-global that restarts at zero). Only the modules train.
+
+Defaults are the released example script's: AdamW lr 1e-6 (cosine, 1 % warm-up, weight decay 0), gradient norm
+clipped at 1, batch 1 with 2 accumulated steps, lambda_t 0.1, lambda_m 0.17, lambda_s 0.05, tau 0.5, n_max 512,
+rho in [0.05, 0.5], 1 scoring block, 2 re-encoder blocks. lr 1e-6 is for modules initialised from a 3B LLM's
+layers over 8 epochs of 760k examples; fresh modules on a tiny model need ~1e-3 (the bundled modules' command says
+so).
+
+Data: the synthetic suite out of the box (training seeds; held-out examples use evaluation seeds) or a JSONL of
+``{"video", "question", "answer"}`` lines, checked line by line before training (`longvid.train.citr.read_jsonl`).
+Held-out metrics every ``--eval-every`` steps: the whole pipeline's greedy accuracy with the inference selector (top
+``n``, capped at ``n_max``) and its mean realised retention. Seeded and resumable (``checkpoint.pt``).
+
+    longvid train qtsplus --out modules/ --steps 2000 --lr 1e-3
+
+Not done here: several GPUs (``accelerate launch``); the single-process path is the tested one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from longvid.errors import check_positive, option
+
+
+@dataclass
+class QTSRecipe:
+    steps: int = 2000
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    warmup: float = 0.01  # share of the steps
+    accumulate: int = 2
+    lambda_t: float = 0.1
+    lambda_m: float = 0.17
+    lambda_s: float = 0.05
+    tau: float = 0.5
+    n_max: int = 512
+    rho_min: float = 0.05
+    rho_max: float = 0.5
+    scoring_layers: int = 1
+    reencode_layers: int = 2
+    init_from_llm: bool = False
+    positions: str = "kept"
+    seed: int = 0
+    lengths: tuple[float, float] = (30.0, 60.0)
+    fps: float = 1.0
+    held_out: int = 24
+    eval_every: int = 250
+    checkpoint_every: int = 50
+
+    def __post_init__(self):
+        for name in ("steps", "accumulate", "n_max", "scoring_layers", "held_out", "eval_every", "checkpoint_every"):
+            check_positive(name, getattr(self, name), integer=True, allow_none=False)
+        check_positive("reencode_layers", self.reencode_layers + 1, integer=True, allow_none=False)
+        for name in ("lr", "tau", "fps"):
+            check_positive(name, getattr(self, name), allow_none=False)
+        for name in ("lambda_t", "lambda_m", "lambda_s", "weight_decay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{option(name.replace('_', '-'), value)} is invalid: it must be a number >= 0")
+        if not 0 < self.rho_min <= self.rho_max <= 1:
+            raise ValueError(f"{option('rho', f'{self.rho_min:g},{self.rho_max:g}')} is invalid: pass MIN,MAX with "
+                             "0 < MIN <= MAX <= 1, e.g. 0.05,0.5")
+        if self.positions not in ("kept", "faithful"):
+            raise ValueError(f"{option('positions', self.positions)} is invalid: pass kept or faithful")
+        lo, hi = self.lengths
+        if not 12 <= lo <= hi <= 3600:
+            raise ValueError(f"{option('lengths', f'{lo:g},{hi:g}')} is invalid: pass MIN,MAX seconds within "
+                             "12-3600, e.g. 30,60")
+
+    def lr_at(self, step: int) -> float:
+        warm = max(1, round(self.warmup * self.steps))
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, self.steps - warm)))
+
+
+class QTSTrainer:
+    """Seeded, resumable training of `QTSPlus` modules for ``lm`` (a `LongVid`)."""
+
+    def __init__(self, lm, out: str | Path, recipe: QTSRecipe, data: str = "synth", log=print, progress=None):
+        from longvid.methods.tokens.qtsplus import QTSPlus
+        from longvid.train.citr import read_jsonl
+
+        self.lm, self.recipe, self.log, self.progress = lm, recipe, log, progress
+        self.out, self.data = Path(out), data
+        self.rows = None if data == "synth" else read_jsonl(data)
+        if self.rows is not None:
+            for row in self.rows:
+                if not lm.adapter.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]:
+                    raise ValueError(f"{data}:{row['line']}: the answer {row['answer']!r} has no tokens")
+        r = recipe
+        self.modules = QTSPlus.for_model(lm.adapter, seed=r.seed, scoring_layers=r.scoring_layers,
+                                         reencode_layers=r.reencode_layers, rho_min=r.rho_min, rho_max=r.rho_max)
+        if r.init_from_llm:
+            self.modules.init_from_llm(lm.adapter.lm)
+        self.modules.to(lm.adapter.device).train()
+        for p in lm.adapter.model.parameters():
+            p.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.modules.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+        self.step, self.history, self.rho_sum, self.rho_count = 0, [], 0.0, 0
+        self._held_out = None
+
+    # ----- data ----------------------------------------------------------------------------------------------
+    def example(self, i: int, split: str = "train"):
+        from longvid.train.citr import Example, synth_example
+
+        r = self.recipe
+        if self.rows is None:
+            return synth_example(r.fps, i, split, r.seed, r.lengths)
+        from longvid.video.options import SamplingOptions
+
+        rows = self.rows
+        if split == "train":
+            start = r.held_out if len(rows) > r.held_out else 0
+            row = rows[start + int(np.random.default_rng([r.seed, i]).integers(len(rows) - start))]
+        else:
+            row = rows[i % len(rows)]
+        return Example(self.lm.read(row["video"], SamplingOptions(r.fps)), row["question"], row["answer"],
+                       f"{self.data}:{row['line']}")
+
+    # ----- the differentiable path ---------------------------------------------------------------------------
+    def example_loss(self, ex, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        from longvid.engine.cache import new_cache
+        from longvid.engine.forward import forward
+        from longvid.methods.registry import get_method
+        from longvid.methods.tokens.qtsplus import soft_select
+        from longvid.pipeline import question_embeds
+
+        r, adapter, lm = self.recipe, self.lm.adapter, self.lm.adapter.lm
+        enc = self.lm.encode(ex.frames, get_method("full"))
+        tokens = enc.tokens
+        video = tokens.embeds.clone()  # out of inference mode: a plain tensor autograd can save
+        with torch.no_grad():
+            question = question_embeds(adapter, ex.question).clone()
+        m = len(video)
+        relevance = self.modules.relevance(video, question)
+        rho = self.modules.retention(relevance, question)
+        gate = soft_select(relevance, rho, r.tau, generator)
+        kept = (gate > 0.5).nonzero().flatten()
+        z = self.modules.reencoded((gate[:, None].to(video.dtype) * video)[kept])
+        chosen = tokens.select(kept.cpu()).replace(embeds=z)
+        start = len(enc.prefix_ids)
+        if r.positions == "faithful":
+            line = torch.arange(start, start + len(kept))
+            chosen = chosen.replace(positions=line.expand(tokens.positions.shape[0], -1).clone(),
+                                    end_position=start + len(kept))
+        block = adapter.video_block(chosen, start, enc.next_position)
+        tail = adapter.tail_ids(enc.tail_template, ex.question)
+        answer = adapter.tokenizer(ex.answer, add_special_tokens=False)["input_ids"] + [
+            adapter.tokenizer.eos_token_id]
+        text = torch.tensor(tail + answer, device=adapter.device)
+        hidden = torch.cat([lm.embed_tokens(torch.tensor(enc.prefix_ids, device=adapter.device)),
+                            block.embeds.to(adapter.dtype), lm.embed_tokens(text)])[None]
+        positions = torch.cat([adapter.text_positions(0, start, adapter.device), block.positions.to(adapter.device),
+                               adapter.text_positions(block.next_position, len(text), adapter.device)], dim=1)
+        out, _ = forward(lm, hidden, positions[:, None], new_cache(lm.config))
+        at = torch.arange(len(answer), device=adapter.device) + (hidden.shape[1] - len(answer) - 1)
+        ce = F.cross_entropy(lm.logits(out[0, at]), torch.tensor(answer, device=adapter.device))
+        mean_rho = (self.rho_sum + float(rho.detach())) / (self.rho_count + 1)
+        kept_expected = rho * m
+        loss = (ce + r.lambda_t * kept_expected**2 / r.n_max**2 + r.lambda_m * kept_expected / r.n_max
+                + r.lambda_s * (rho - mean_rho) ** 2)
+        return loss, dict(ce=float(ce.detach()), rho=float(rho.detach()), kept=len(kept) / m)
+
+    def train_step(self) -> dict:
+        r = self.recipe
+        for group in self.optimizer.param_groups:
+            group["lr"] = r.lr_at(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = []
+        for j in range(r.accumulate):
+            i = self.step * r.accumulate + j
+            generator = torch.Generator().manual_seed(r.seed * 1_000_003 + i)
+            loss, info = self.example_loss(self.example(i), generator)
+            (loss / r.accumulate).backward()
+            self.rho_sum, self.rho_count = self.rho_sum + info["rho"], self.rho_count + 1
+            parts.append(info | dict(loss=float(loss.detach())))
+        torch.nn.utils.clip_grad_norm_(self.modules.parameters(), 1.0)
+        self.optimizer.step()
+        self.step += 1
+        return {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+
+    def method(self):
+        from longvid.methods.compose import Method
+        from longvid.methods.tokens.qtsplus import QTSPlusSelector
+
+        return Method("qtsplus", token_reducers=[QTSPlusSelector(modules=self.modules, positions=self.recipe.positions,
+                                                                 n_max=self.recipe.n_max)])
+
+    def evaluate(self) -> dict:
+        """The pipeline's greedy accuracy on the held-out examples with the inference selector, and its retention."""
+        from longvid.eval.synth import parse_letter
+
+        if self._held_out is None:
+            n = self.recipe.held_out if self.rows is None else min(self.recipe.held_out, len(self.rows))
+            self._held_out = [self.example(i, "eval") for i in range(n)]
+        self.modules.eval()
+        hits, kept = [], []
+        for ex in self._held_out:
+            a = self.lm.ask(ex.frames, ex.question, method=self.method(), max_new_tokens=2)
+            hits.append((parse_letter(a.text) or a.text.strip()) == ex.answer.strip())
+            kept.append(a.stats.retention)
+        self.modules.train()
+        return dict(step=self.step, accuracy=float(np.mean(hits)), retention=float(np.mean(kept)))
+
+    # ----- checkpoints ---------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        tmp = self.out / "checkpoint.pt.tmp"
+        torch.save(dict(step=self.step, modules=self.modules.state_dict(), optimizer=self.optimizer.state_dict(),
+                        history=self.history, rho=(self.rho_sum, self.rho_count), recipe=asdict(self.recipe),
+                        data=self.data, base=self.modules.base), tmp)
+        tmp.replace(self.out / "checkpoint.pt")
+
+    def resume(self) -> bool:
+        path = self.out / "checkpoint.pt"
+        if not path.exists():
+            return False
+        state = torch.load(path, weights_only=False, map_location=self.lm.adapter.device)
+        if state["recipe"] != asdict(self.recipe) or state["data"] != self.data or state["base"] != self.modules.base:
+            raise ValueError(f"{option('out', str(self.out))} holds a QTSplus run with other settings; pass another "
+                             f"{option('out')} or the same settings to continue it")
+        self.modules.load_state_dict(state["modules"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.history = state["step"], state["history"]
+        self.rho_sum, self.rho_count = state["rho"]
+        return True
+
+    def run(self, command: str = "") -> Path:
+        from longvid.output import writable_folder
+
+        r = self.recipe
+        writable_folder(self.out, option="out")
+        if self.resume():
+            self.log(f"continuing {self.out} from step {self.step} of {r.steps}")
+        t0, recent = time.perf_counter(), []
+        while self.step < r.steps:
+            recent = (recent + [self.train_step()])[-50:]
+            if self.progress is not None:
+                last = self.history[-1] if self.history else None
+                info = (f"loss {np.mean([x['loss'] for x in recent]):.3f}, rho {np.mean([x['rho'] for x in recent]):.2f}"
+                        + (f", held-out {100 * last['accuracy']:.0f}% at retention {last['retention']:.2f}"
+                           if last else ""))
+                self.progress(self.step, r.steps, info)
+            if self.step % r.eval_every == 0 or self.step == r.steps:
+                row = self.evaluate() | {f"train_{k}": float(np.mean([x[k] for x in recent])) for k in recent[0]}
+                self.history.append(row)
+                self.log(f"step {self.step}: train loss {row['train_loss']:.4f} (answer CE {row['train_ce']:.4f}), "
+                         f"held-out accuracy {100 * row['accuracy']:.1f}% at mean retention {row['retention']:.3f}")
+            if self.step % r.checkpoint_every == 0 or self.step == r.steps:
+                self.save_checkpoint()
+        self.modules.save(self.out)
+        card = dict(recipe=asdict(r), data=self.data, base=self.modules.base, steps_done=self.step,
+                    history=self.history, mean_rho=self.rho_sum / max(1, self.rho_count),
+                    seconds_this_run=round(time.perf_counter() - t0, 1), command=command, torch=torch.__version__,
+                    losses="CE on the answer tokens and <|im_end|> through the frozen model + lambda_t (rho M)^2 / "
+                           "n_max^2 + lambda_m rho M / n_max + lambda_s (rho - running mean rho)^2")
+        (self.out / "qtsplus_card.json").write_text(json.dumps(card, indent=1) + "\n")
+        return self.out
