@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from longvid.errors import setting
 from longvid.methods.base import TokenReducer
