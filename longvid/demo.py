@@ -55,10 +55,13 @@ def run_demo(seconds: float = 60.0, seed: int = 0, out_dir: str | None = None, m
     from longvid.eval.synth import parse_letter
     from longvid.video.options import SamplingOptions
 
+    from longvid.eval.synth import model_suite
+    from longvid.models import resolve_model
+
     console = console or Console()
     folder = check_demo(seconds, seed, out_dir, model)
     model = model or "longvid-tiny"
-    spec = make_video_spec(eval_seed(seed), seconds=seconds)
+    spec = make_video_spec(eval_seed(seed), seconds=seconds, version=model_suite(resolve_model(model)))
     video = write_video(spec, folder / "demo.mp4")
     questions = make_questions(spec)
     events = ", ".join(f"{e.name} ({e.quadrant}, {e.start:.0f}-{e.end:.0f} s)" for e in spec.events)

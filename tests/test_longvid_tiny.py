@@ -18,11 +18,13 @@ import longvid
 from longvid.methods.base import TokenReducer
 from longvid.methods.compose import Method
 from longvid.pipeline import SamplingOptions
-from longvid.synth import QUADRANTS, make_video_spec, split_of, write_suite
+from longvid.synth import make_video_spec, split_of, write_suite
+from longvid.synth.render import cell_coverage
 from longvid.methods.registry import get_method
-from longvid.eval.synth import answer_video, select_questions, tiny_model_path
+from longvid.eval.synth import answer_video, model_suite, select_questions, tiny_model_path
 
 SEED = 900  # evaluation seeds eval_seed(900)..., away from the committed results (seed 0) and the demo
+SUITE = model_suite(tiny_model_path())  # the suite version the bundled model was trained on
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +33,11 @@ def tiny():
 
 
 def suite_and_questions(tmp_path, seconds: float, n: int, blank: bool = False):
-    n_videos, rows = select_questions(seconds, n, SEED)
+    n_videos, rows = select_questions(seconds, n, SEED, SUITE)
     from longvid.synth import eval_seed
 
     path = Path(write_suite(tmp_path / f"suite{seconds:g}{blank}", split="eval", n_videos=n_videos, seconds=seconds,
-                       seed=eval_seed(SEED), blank=blank))
+                       seed=eval_seed(SEED), blank=blank, version=SUITE))
     return path, rows
 
 
@@ -84,19 +86,19 @@ def test_near_chance_without_the_events(tiny, tmp_path):
 
 
 class DropEvents(TokenReducer):
-    """Drops every visual token whose step and quadrant show an event (known from the video's spec)."""
+    """Drops every visual token whose cell shows any part of an event in either frame of its step (from the spec)."""
 
     def __init__(self, spec):
         self.spec = spec
 
     def reduce(self, tokens, query_embeds=None):
-        keep = torch.ones(len(tokens), dtype=torch.bool)
-        step_times = tokens.time.numpy()
-        for event in self.spec.events:
-            shown = (step_times + 1.0 >= event.start) & (step_times < event.end)  # either frame of the 2 s step
-            keep &= ~torch.as_tensor(shown & (tokens.thw[:, 1:].numpy() @ np.array([2, 1]) ==
-                                              QUADRANTS.index(event.quadrant)))
-        return tokens.select(torch.nonzero(keep).squeeze(1))
+        _, rows, cols = tokens.grid_thw
+        times = np.minimum(np.stack([tokens.time.numpy(), tokens.time.numpy() + 1.0]), self.spec.seconds)
+        cover = cell_coverage(self.spec, times.reshape(-1), rows, cols)[:, : len(self.spec.events)]
+        shown = cover.reshape(2, len(tokens), -1, rows, cols).max(axis=(0, 2)) > 0  # (N, rows, cols)
+        r, c = tokens.thw[:, 1].numpy(), tokens.thw[:, 2].numpy()
+        keep = ~shown[np.arange(len(tokens)), r, c]
+        return tokens.select(torch.nonzero(torch.as_tensor(keep)).squeeze(1))
 
 
 def test_dropping_every_event_token_of_colour_questions_gives_chance(tiny, tmp_path):
@@ -105,7 +107,8 @@ def test_dropping_every_event_token_of_colour_questions_gives_chance(tiny, tmp_p
     seeds = {r["video_id"]: int(r["video_id"].split("_")[1]) for r in rows}
 
     def drop(video_id):
-        return Method("drop-events", token_reducers=[DropEvents(make_video_spec(seeds[video_id], seconds=30.0))])
+        spec = make_video_spec(seeds[video_id], seconds=30.0, version=SUITE)
+        return Method("drop-events", token_reducers=[DropEvents(spec)])
 
     full = np.mean(answer_all(tiny, path, rows))
     dropped = np.mean(answer_all(tiny, path, rows, method=drop))
