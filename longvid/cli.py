@@ -738,6 +738,8 @@ def train_qtsplus(
     init_from_llm: bool = typer.Option(False, help="Initialise the blocks' attention from the LLM's layers (the "
                                                    "released code never does in a fresh run)."),
     positions: str = typer.Option("kept", help="kept (each kept token keeps its position) or faithful (1-D)."),
+    gate: str = typer.Option("expected", help="expected (training keeps rho M tokens on average) or faithful (the "
+                                              "released gate: unit Gumbel noise, ~40 % kept whatever rho)."),
     seed: int = typer.Option(0, help="Seeds the modules' initialisation, the examples and the Gumbel noise."),
     lengths: str = typer.Option("30,60", help="MIN,MAX seconds of the synthetic videos."),
     fps: float = typer.Option(1.0, help="Frames per second sampled from each video."),
@@ -760,7 +762,7 @@ def train_qtsplus(
     recipe = QTSRecipe(steps=steps, lr=lr, accumulate=accumulate, lambda_t=lambda_t, lambda_m=lambda_m,
                        lambda_s=lambda_s, tau=tau, n_max=n_max, rho_min=pairs[0][0], rho_max=pairs[0][1],
                        scoring_layers=scoring_layers, reencode_layers=reencode_layers, init_from_llm=init_from_llm,
-                       positions=positions, seed=seed, lengths=tuple(pairs[1]), fps=fps, held_out=held_out,
+                       positions=positions, gate=gate, seed=seed, lengths=tuple(pairs[1]), fps=fps, held_out=held_out,
                        eval_every=eval_every, checkpoint_every=checkpoint_every)
     import longvid
 

@@ -151,3 +151,15 @@ def test_training_resumes_bit_for_bit_and_writes_its_card(bundled, tmp_path):
     assert {"accuracy", "retention"} <= set(card["history"][-1])
     for p in bundled.adapter.model.parameters():  # the trainer froze the model; give it back as it was
         p.requires_grad_(True)
+
+
+def test_training_gate_keeps_rho_m_in_expectation_and_faithful_does_not():
+    g = torch.Generator().manual_seed(0)
+    r = torch.rand(2000, generator=g).softmax(0) * 50
+    rho = torch.tensor(0.1)
+    expected = [float((soft_select(r, rho, 0.1, torch.Generator().manual_seed(i)) > 0.5).float().mean())
+                for i in range(5)]
+    faithful = [float((soft_select(r, rho, 0.1, torch.Generator().manual_seed(i), gate="faithful") > 0.5).float().mean())
+                for i in range(5)]
+    assert abs(sum(expected) / 5 - 0.1) < 0.01
+    assert sum(faithful) / 5 > 0.3  # the released gate: sigmoid(r - t), about half, whatever rho

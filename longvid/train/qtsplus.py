@@ -58,6 +58,7 @@ class QTSRecipe:
     reencode_layers: int = 2
     init_from_llm: bool = False
     positions: str = "kept"
+    gate: str = "expected"
     seed: int = 0
     lengths: tuple[float, float] = (30.0, 60.0)
     fps: float = 1.0
@@ -80,6 +81,9 @@ class QTSRecipe:
                              "0 < MIN <= MAX <= 1, e.g. 0.05,0.5")
         if self.positions not in ("kept", "faithful"):
             raise ValueError(f"{option('positions', self.positions)} is invalid: pass kept or faithful")
+        if self.gate not in ("expected", "faithful"):
+            raise ValueError(f"{option('gate', self.gate)} is invalid: pass expected (the count kept in training is "
+                             "rho M on average) or faithful (the released gate, ~40 % kept whatever rho)")
         lo, hi = self.lengths
         if not 12 <= lo <= hi <= 3600:
             raise ValueError(f"{option('lengths', f'{lo:g},{hi:g}')} is invalid: pass MIN,MAX seconds within "
@@ -153,7 +157,7 @@ class QTSTrainer:
         m = len(video)
         relevance = self.modules.relevance(video, question)
         rho = self.modules.retention(relevance, question)
-        gate = soft_select(relevance, rho, r.tau, generator)
+        gate = soft_select(relevance, rho, r.tau, generator, r.gate)
         kept = (gate > 0.5).nonzero().flatten()
         z = self.modules.reencoded((gate[:, None].to(video.dtype) * video)[kept])
         chosen = tokens.select(kept.cpu()).replace(embeds=z)
