@@ -707,7 +707,9 @@ def train_citr(
                         held_out=held_out, eval_every=eval_every, checkpoint_every=checkpoint_every)
     import longvid
 
-    lm = longvid.load(model_dir(model) if model else "longvid-tiny", device=device, dtype=dtype)
+    from longvid.train.common import local_device
+
+    lm = longvid.load(model_dir(model) if model else "longvid-tiny", device=local_device(device), dtype=dtype)
     with Bars() as bars:
         trainer = Trainer(lm, out_dir, recipe, data=data, log=bars.log,
                           progress=lambda done, total, info: bars("training", done, total, info=info))
@@ -766,7 +768,9 @@ def train_qtsplus(
                        eval_every=eval_every, checkpoint_every=checkpoint_every)
     import longvid
 
-    lm = longvid.load(model_dir(model) if model else "longvid-tiny", device=device, dtype=dtype)
+    from longvid.train.common import local_device
+
+    lm = longvid.load(model_dir(model) if model else "longvid-tiny", device=local_device(device), dtype=dtype)
     with Bars() as bars:
         trainer = QTSTrainer(lm, out_dir, recipe, data=data, log=bars.log,
                              progress=lambda done, total, info: bars("training", done, total, info=info))

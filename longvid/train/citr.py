@@ -20,7 +20,8 @@ of predicted and true rankings per head. The output folder ends with the heads (
 
     longvid train citr --model longvid-tiny --out heads/ --steps 1500 --hidden 64
 
-Not done here: several GPUs (``accelerate launch``); the single-process path is the tested one.
+Several processes: ``accelerate launch --num_processes N -m longvid train citr ...`` (`DataParallel`: each process
+takes its own examples, gradients are averaged, so a step sees N examples); the tests run the single-process path.
 """
 
 from __future__ import annotations
@@ -145,6 +146,9 @@ class Trainer:
                                            weight_decay=recipe.weight_decay)
         self.step, self.history = 0, []
         self._held_out = None
+        from longvid.train.common import DataParallel
+
+        self.dp = DataParallel()
 
     # ----- data ----------------------------------------------------------------------------------------------
     def example(self, i: int, split: str = "train") -> Example:
@@ -175,12 +179,13 @@ class Trainer:
         return F.smooth_l1_loss(pred, labels.to(pred.device), beta=1.0), pred
 
     def train_step(self) -> float:
-        labels, inputs = self.captured(self.example(self.step))
+        labels, inputs = self.captured(self.example(self.dp.index(self.step)))
         for group in self.optimizer.param_groups:
             group["lr"] = self.recipe.lr_at(self.step)
         loss, _ = self.loss(labels, inputs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.dp.average(self.heads.parameters())
         torch.nn.utils.clip_grad_value_(self.heads.parameters(), self.recipe.clip)
         self.optimizer.step()
         self.step += 1
@@ -229,12 +234,16 @@ class Trainer:
         from longvid.output import writable_folder
 
         r = self.recipe
-        writable_folder(self.out, option="out")
-        if self.resume():
+        if self.dp.main:
+            writable_folder(self.out, option="out")
+        self.dp.barrier()
+        if self.resume() and self.dp.main:
             self.log(f"continuing {self.out} from step {self.step} of {r.steps}")
         t0, recent = time.perf_counter(), []
         while self.step < r.steps:
             recent = (recent + [self.train_step()])[-50:]
+            if not self.dp.main:
+                continue
             if self.progress is not None:
                 last = self.history[-1] if self.history else None
                 info = f"loss {np.mean(recent):.3f}" + (f", held-out top-10% {100 * last['top10']:.0f}% top-25% "
@@ -247,8 +256,11 @@ class Trainer:
                          f"top-25% {100 * self.history[-1]['top25']:.1f}%")
             if self.step % r.checkpoint_every == 0 or self.step == r.steps:
                 self.save_checkpoint()
+        self.dp.barrier()
+        if not self.dp.main:
+            return self.out
         self.heads.save(self.out)
-        card = dict(recipe=asdict(r), data=self.data, base=self.heads.base, steps_done=self.step,
+        card = dict(recipe=asdict(r), data=self.data, base=self.heads.base, steps_done=self.step, processes=self.dp.world,
                     history=self.history, seconds_this_run=round(time.perf_counter() - t0, 1), command=command,
                     torch=torch.__version__, losses="SmoothL1(beta=1) of the heads' scores vs the labels over visual "
                     "tokens, mean over layers and KV heads; no other loss")

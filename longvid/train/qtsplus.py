@@ -22,7 +22,8 @@ Held-out metrics every ``--eval-every`` steps: the whole pipeline's greedy accur
 
     longvid train qtsplus --out modules/ --steps 2000 --lr 1e-3
 
-Not done here: several GPUs (``accelerate launch``); the single-process path is the tested one.
+Several processes: ``accelerate launch --num_processes N -m longvid train qtsplus ...`` (each takes its own
+examples, gradients are averaged; `longvid.train.common.DataParallel`); the tests run the single-process path.
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ class QTSTrainer:
         self.optimizer = torch.optim.AdamW(self.modules.parameters(), lr=r.lr, weight_decay=r.weight_decay)
         self.step, self.history, self.rho_sum, self.rho_count = 0, [], 0.0, 0
         self._held_out = None
+        from longvid.train.common import DataParallel
+
+        self.dp = DataParallel()
 
     # ----- data ----------------------------------------------------------------------------------------------
     def example(self, i: int, split: str = "train"):
@@ -191,12 +195,13 @@ class QTSTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         parts = []
         for j in range(r.accumulate):
-            i = self.step * r.accumulate + j
+            i = self.dp.index(self.step, j, r.accumulate)
             generator = torch.Generator().manual_seed(r.seed * 1_000_003 + i)
             loss, info = self.example_loss(self.example(i), generator)
             (loss / r.accumulate).backward()
             self.rho_sum, self.rho_count = self.rho_sum + info["rho"], self.rho_count + 1
             parts.append(info | dict(loss=float(loss.detach())))
+        self.dp.average(self.modules.parameters())
         torch.nn.utils.clip_grad_norm_(self.modules.parameters(), 1.0)
         self.optimizer.step()
         self.step += 1
@@ -251,12 +256,16 @@ class QTSTrainer:
         from longvid.output import writable_folder
 
         r = self.recipe
-        writable_folder(self.out, option="out")
-        if self.resume():
+        if self.dp.main:
+            writable_folder(self.out, option="out")
+        self.dp.barrier()
+        if self.resume() and self.dp.main:
             self.log(f"continuing {self.out} from step {self.step} of {r.steps}")
         t0, recent = time.perf_counter(), []
         while self.step < r.steps:
             recent = (recent + [self.train_step()])[-50:]
+            if not self.dp.main:
+                continue
             if self.progress is not None:
                 last = self.history[-1] if self.history else None
                 info = (f"loss {np.mean([x['loss'] for x in recent]):.3f}, rho {np.mean([x['rho'] for x in recent]):.2f}"
@@ -270,9 +279,12 @@ class QTSTrainer:
                          f"held-out accuracy {100 * row['accuracy']:.1f}% at mean retention {row['retention']:.3f}")
             if self.step % r.checkpoint_every == 0 or self.step == r.steps:
                 self.save_checkpoint()
+        self.dp.barrier()
+        if not self.dp.main:
+            return self.out
         self.modules.save(self.out)
         card = dict(recipe=asdict(r), data=self.data, base=self.modules.base, steps_done=self.step,
-                    history=self.history, mean_rho=self.rho_sum / max(1, self.rho_count),
+                    history=self.history, mean_rho=self.rho_sum / max(1, self.rho_count), processes=self.dp.world,
                     seconds_this_run=round(time.perf_counter() - t0, 1), command=command, torch=torch.__version__,
                     losses="CE on the answer tokens and <|im_end|> through the frozen model + lambda_t (rho M)^2 / "
                            "n_max^2 + lambda_m rho M / n_max + lambda_s (rho - running mean rho)^2")
