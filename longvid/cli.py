@@ -740,8 +740,8 @@ def train_qtsplus(
     init_from_llm: bool = typer.Option(False, help="Initialise the blocks' attention from the LLM's layers (the "
                                                    "released code never does in a fresh run)."),
     positions: str = typer.Option("kept", help="kept (each kept token keeps its position) or faithful (1-D)."),
-    gate: str = typer.Option("expected", help="expected (training keeps rho M tokens on average) or faithful (the "
-                                              "released gate: unit Gumbel noise, ~40 % kept whatever rho)."),
+    gate: str = typer.Option("faithful", help="faithful (the released gate: unit Gumbel noise, ~40 % kept whatever "
+                                              "rho; trains better) or expected (rho M kept on average)."),
     seed: int = typer.Option(0, help="Seeds the modules' initialisation, the examples and the Gumbel noise."),
     lengths: str = typer.Option("30,60", help="MIN,MAX seconds of the synthetic videos."),
     fps: float = typer.Option(1.0, help="Frames per second sampled from each video."),

@@ -59,7 +59,7 @@ class QTSRecipe:
     reencode_layers: int = 2
     init_from_llm: bool = False
     positions: str = "kept"
-    gate: str = "expected"
+    gate: str = "faithful"
     seed: int = 0
     lengths: tuple[float, float] = (30.0, 60.0)
     fps: float = 1.0
@@ -83,8 +83,8 @@ class QTSRecipe:
         if self.positions not in ("kept", "faithful"):
             raise ValueError(f"{option('positions', self.positions)} is invalid: pass kept or faithful")
         if self.gate not in ("expected", "faithful"):
-            raise ValueError(f"{option('gate', self.gate)} is invalid: pass expected (the count kept in training is "
-                             "rho M on average) or faithful (the released gate, ~40 % kept whatever rho)")
+            raise ValueError(f"{option('gate', self.gate)} is invalid: pass faithful (the released gate, ~40 % kept "
+                             "whatever rho) or expected (the count kept in training is rho M on average)")
         lo, hi = self.lengths
         if not 12 <= lo <= hi <= 3600:
             raise ValueError(f"{option('lengths', f'{lo:g},{hi:g}')} is invalid: pass MIN,MAX seconds within "
