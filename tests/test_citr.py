@@ -80,3 +80,14 @@ def test_bad_settings_are_one_line(heads):
         CITRPress(budget=8)
     with pytest.raises(ValueError, match="stabilizers=-1 is invalid"):
         CITRPress(budget=8, heads=heads["qwen2_vl"], stabilizers=-1)
+
+
+def test_a_sessions_second_question_equals_a_fresh_encode(lm, family, frames, heads):
+    """Question-agnostic: the compressed cache one session keeps answers a later question as a new encode would."""
+    s = lm.session(frames, method=citr(heads[family], keep=0.5), chunk_size=8)
+    s.ask("First?", max_new_tokens=2)
+    second = s.ask(Q, max_new_tokens=3, record_logits=True)
+    fresh = lm.ask(frames, Q, method=citr(heads[family], keep=0.5), chunk_size=8, max_new_tokens=3, record_logits=True)
+    assert second.token_ids == fresh.token_ids and second.stats.kept_tokens == fresh.stats.kept_tokens
+    for a, b in zip(second.logits, fresh.logits):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)

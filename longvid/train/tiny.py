@@ -304,13 +304,13 @@ def accuracy(model, adapter, examples: list[Example]) -> dict[str, float]:
 # ----- the recipe and the trainer ---------------------------------------------------------------------------------
 @dataclass
 class Recipe:
-    steps: int = 4000
+    steps: int = 8000
     videos_per_step: int = 4
     lr: float = 2e-3
     warmup: int = 100
     start_lengths: tuple[float, float] = (12.0, 60.0)
     lengths: tuple[float, float] = (60.0, 600.0)
-    ramp: int = 2000
+    ramp: int = 4000
     aux_weight: float = 1.0
     event_weight: float = 1.0
     seed: int = 0
