@@ -799,6 +799,7 @@ def train_tiny(
     validate_every: int = typer.Option(100, help="Steps between held-out validations (and model/ saves)."),
     checkpoint_every: int = typer.Option(20, help="Steps between checkpoints."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cuda (a run can continue on another device)."),
 ):
     """Train longvid-tiny 2 from scratch on suite v2 (no attention supervision); resumable."""
     from longvid.train.tiny import Recipe, Trainer
@@ -813,7 +814,7 @@ def train_tiny(
                     validate_every=validate_every, checkpoint_every=checkpoint_every, threads=threads,
                     kinds=kinds.split(","))
     with Bars() as bars:
-        trainer = Trainer(out_dir, recipe, log=bars.log)
+        trainer = Trainer(out_dir, recipe, log=bars.log, device=device)
         trainer.run(stop_after, lambda done, total, info: bars("training", done, total, info=info))
     print(f"model: {Path(out_dir) / 'model'}")
 

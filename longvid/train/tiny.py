@@ -182,6 +182,13 @@ class Example:
     def num_visual(self) -> int:
         return self.visual_positions.shape[1]
 
+    def to(self, device) -> Example:
+        """This example with its tensors on ``device``."""
+        from dataclasses import replace
+
+        return replace(self, pixel_values=self.pixel_values.to(device),
+                       visual_positions=self.visual_positions.to(device), labels=self.labels.to(device))
+
 
 def make_example(adapter, spec, questions, blank: bool = False) -> Example:
     from longvid.synth.suite import sample_times
@@ -208,13 +215,13 @@ def make_example(adapter, spec, questions, blank: bool = False) -> Example:
 
 
 # ----- the forward and the losses -----------------------------------------------------------------------------------
-def tails_mask(lengths: list[int], past: int, impl: str, dtype) -> torch.Tensor:
+def tails_mask(lengths: list[int], past: int, impl: str, dtype, device=None) -> torch.Tensor:
     """(1, 1, T, past + T) mask for question tails packed after a shared past: each tail sees the past and its own
     earlier tokens. Boolean for SDPA, additive for eager (as `causal_mask`)."""
     owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
     total = len(owner)
     own = (owner[:, None] == owner[None, :]) & torch.ones(total, total, dtype=torch.bool).tril()
-    allowed = torch.cat([torch.ones(total, past, dtype=torch.bool), own], dim=1)[None, None]
+    allowed = torch.cat([torch.ones(total, past, dtype=torch.bool), own], dim=1)[None, None].to(device)
     if impl == "sdpa":
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
@@ -227,15 +234,18 @@ def video_forward(model, adapter, ex: Example):
     from longvid.engine.forward import forward
 
     lm = adapter.lm
-    visual = model.model.visual(ex.pixel_values, grid_thw=torch.tensor([ex.grid_thw])).pooler_output
-    shared = torch.cat([lm.embed_tokens(torch.tensor(ex.prefix)), visual])[None]
-    positions = torch.cat([torch.arange(len(ex.prefix)).expand(3, -1), ex.visual_positions], dim=1)[:, None]
+    device = ex.pixel_values.device
+    visual = model.model.visual(ex.pixel_values, grid_thw=torch.tensor([ex.grid_thw], device=device)).pooler_output
+    shared = torch.cat([lm.embed_tokens(torch.tensor(ex.prefix, device=device)), visual])[None]
+    positions = torch.cat([torch.arange(len(ex.prefix), device=device).expand(3, -1), ex.visual_positions],
+                          dim=1)[:, None]
     cache = new_cache(lm.config)
     hidden_shared, _ = forward(lm, shared, positions, cache)
     start = int(ex.visual_positions.max()) + 1
-    tails = torch.cat([torch.tensor(t) for t in ex.tails])
-    tail_pos = torch.cat([adapter.text_positions(start, len(t)) for t in ex.tails], dim=-1)[:, None]
-    mask = tails_mask([len(t) for t in ex.tails], shared.shape[1], lm.config._attn_implementation, shared.dtype)
+    tails = torch.cat([torch.tensor(t, device=device) for t in ex.tails])
+    tail_pos = torch.cat([adapter.text_positions(start, len(t), device) for t in ex.tails], dim=-1)[:, None]
+    mask = tails_mask([len(t) for t in ex.tails], shared.shape[1], lm.config._attn_implementation, shared.dtype,
+                      device)
     hidden_tails, _ = forward(lm, lm.embed_tokens(tails)[None], tail_pos, cache, attention_mask=mask)
     return visual, hidden_shared[0, len(ex.prefix):], hidden_tails[0]
 
@@ -247,7 +257,7 @@ def _probe_loss(out: torch.Tensor, targets: list[list[tuple[str, int]]]) -> torc
             by_head.setdefault(head, ([], []))
             by_head[head][0].append(row)
             by_head[head][1].append(cls)
-    return torch.stack([F.cross_entropy(out[rows, slice(*PROBE_HEADS[head])], torch.tensor(classes))
+    return torch.stack([F.cross_entropy(out[rows, slice(*PROBE_HEADS[head])], torch.tensor(classes, device=out.device))
                         for head, (rows, classes) in by_head.items()]).mean()
 
 
@@ -259,13 +269,13 @@ def video_losses(model, adapter, probe, ex: Example, event_weight: float = 1.0) 
     answer_at = torch.tensor([o + len(t) - 3 for o, t in zip(offsets, ex.tails)])  # predicts the letter
     at = torch.stack([answer_at, answer_at + 1], dim=1)
     logits = lm.logits(tails[at])  # (Q, 2, vocab)
-    targets = torch.tensor([t[-2:] for t in ex.tails])
+    targets = torch.tensor([t[-2:] for t in ex.tails], device=tails.device)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
     correct = (logits[:, 0].argmax(-1) == targets[:, 0]).tolist()
     if probe is None:
         return loss, {}, correct
     text_rows = [(o + j, t[j + 1]) for o, t in zip(offsets, ex.tails) for j in range(len(t) - 3)]
-    rows, nxt = torch.tensor(text_rows).T
+    rows, nxt = torch.tensor(text_rows, device=tails.device).T
     parts = {"text": 0.5 * F.cross_entropy(lm.logits(tails[rows]), nxt)}
     out = probe(visual)
     keep = ex.labels[:, 0] >= 0
@@ -277,9 +287,9 @@ def video_losses(model, adapter, probe, ex: Example, event_weight: float = 1.0) 
     parts["visual"] = terms
     option_at = torch.tensor([o + e for o, ends in zip(offsets, ex.option_ends) for e in ends])
     option_out = probe(tails[option_at])
-    is_answer = torch.tensor([float(i == c) for c in ex.correct for i in range(4)])
+    is_answer = torch.tensor([float(i == c) for c in ex.correct for i in range(4)], device=tails.device)
     parts["options"] = (F.binary_cross_entropy_with_logits(option_out[:, 31], is_answer)
-                        + F.cross_entropy(option_out[:, 32:36], torch.arange(len(option_out)) % 4)
+                        + F.cross_entropy(option_out[:, 32:36], torch.arange(len(option_out), device=tails.device) % 4)
                         + _probe_loss(option_out, [v for q in ex.option_values for v in q]))
     parts["final"] = _probe_loss(probe(tails[answer_at]), ex.final_values)
     named = [(o + n, v) for o, n, v in zip(offsets, ex.name_at, ex.final_values) if n is not None]
@@ -358,23 +368,23 @@ class Recipe:
 class Trainer:
     """Seeded, resumable training of longvid-tiny 2 into ``out``."""
 
-    def __init__(self, out: str | Path, recipe: Recipe, log=print):
-        self.out, self.recipe, self.log = Path(out), recipe, log
+    def __init__(self, out: str | Path, recipe: Recipe, log=print, device: str = "cpu"):
+        self.out, self.recipe, self.log, self.device = Path(out), recipe, log, torch.device(device)
         if recipe.threads:
             torch.set_num_threads(recipe.threads)
         self.tokenizer = build_tokenizer()
         self.model = build_untrained_model(self.tokenizer, recipe.seed)
         self.model.config.text_config._attn_implementation = "sdpa"
-        self.model.train()
+        self.model.to(self.device).train()
         self.adapter = make_adapter(self.model, self.tokenizer)
         torch.manual_seed(recipe.seed + 1)
-        self.probe = torch.nn.Linear(self.model.config.text_config.hidden_size, 36)
+        self.probe = torch.nn.Linear(self.model.config.text_config.hidden_size, 36).to(self.device)
         self.params = list(self.model.parameters()) + list(self.probe.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.01)
         self.step, self.history, self.seconds = 0, [], 0.0
         checkpoint = self.out / "checkpoint.pt"
         if checkpoint.is_file():
-            state = torch.load(checkpoint, weights_only=False)
+            state = torch.load(checkpoint, weights_only=False, map_location=self.device)
             free = ("threads", "validate_every", "checkpoint_every")  # change the log, not the result
             if {k: v for k, v in state["recipe"].items() if k not in free} != {
                     k: v for k, v in asdict(recipe).items() if k not in free}:
@@ -397,7 +407,7 @@ class Trainer:
             seconds = float(np.round(np.exp(gen.uniform(math.log(lo), math.log(hi)))))
             spec = make_video_spec(train_seed(r.seed * 10_000_000 + step * r.videos_per_step + i), seconds=seconds,
                                    version=2)
-            out.append(make_example(self.adapter, spec, make_questions(spec, kinds=r.kinds)))
+            out.append(make_example(self.adapter, spec, make_questions(spec, kinds=r.kinds)).to(self.device))
         return out
 
     def validation(self) -> list[Example]:
@@ -407,7 +417,7 @@ class Trainer:
             lo, hi = r.validation_lengths
             specs = [make_video_spec(train_seed(VALIDATION_OFFSET + i), seconds=float(round(gen.uniform(lo, hi))),
                                      version=2) for i in range(r.n_validation)]
-            self._validation = [make_example(self.adapter, s, make_questions(s)) for s in specs]
+            self._validation = [make_example(self.adapter, s, make_questions(s)).to(self.device) for s in specs]
         return self._validation
 
     # ----- steps ----------------------------------------------------------------------------------------------
@@ -544,13 +554,14 @@ def main(argv=None) -> None:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--n-validation", type=int, default=d.n_validation)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (the recipe is the same; a run may move)")
     a = p.parse_args(argv)
     try:
         recipe = Recipe(a.steps, a.videos_per_step, a.lr, a.warmup, _pair(a.start_lengths, "start-lengths"),
                         _pair(a.lengths, "lengths"), a.ramp, a.aux_weight, a.event_weight, a.seed, a.n_validation,
                         validate_every=a.validate_every, checkpoint_every=a.checkpoint_every, threads=a.threads,
                         kinds=a.kinds.split(","))
-        trainer = Trainer(a.out, recipe)
+        trainer = Trainer(a.out, recipe, device=a.device)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
