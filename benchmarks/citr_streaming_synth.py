@@ -6,7 +6,8 @@ then every question of the video is asked; beside the same presses given the who
 
 The cap is ``keep`` x the whole video's visual tokens, as an absolute ``budget``, so every batch is compressed into
 the same cap (a press that kept a ratio of what it has seen would grow with the stream). Asserts after every batch
-that each layer and KV head holds at most the cap. Prints a table and a JSON last line.
+that each layer and KV head holds at most the cap. Replies are read as `longvid eval synth` reads them (the first
+character, A-D). Prints a table and a JSON last line.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 import longvid
-from longvid.eval.letters import extract_letter
 from longvid.eval.stats import clustered_se
+from longvid.eval.synth import parse_letter
 from longvid.video import read_video
 
 
@@ -62,7 +63,7 @@ def main() -> None:
                             assert s.kept_visual() <= cap, (method, keep, s.kept_visual(), cap)
                     peak[(method, keep, mode)] = max(peak[(method, keep, mode)], s.kept_visual())
                     for q in by_video[video]:
-                        letter = extract_letter(s.ask(q["question"], max_new_tokens=2).text, q["options"])
+                        letter = parse_letter(s.ask(q["question"], max_new_tokens=2).text)  # as eval synth
                         right[(method, keep, mode)].append(letter == q["answer"])
                         clusters[(method, keep, mode)].append(video)
     print(f"{len(videos)} videos of {by_video[videos[0]][0]['length']:g} s, {args.batch:g} s batches; cap = keep x the "
