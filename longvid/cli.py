@@ -700,11 +700,8 @@ def train_citr(
     from the token's own q, k and v; the base model stays frozen."""
     from longvid.train.citr import CITRRecipe, Trainer
 
-    low_high = split_list(lengths, float, "--lengths")
-    if len(low_high) != 2:
-        fail(f"--lengths {lengths} is invalid: pass MIN,MAX seconds, e.g. --lengths 30,60")
-    recipe = CITRRecipe(steps=steps, lr=lr, hidden=hidden, seed=seed, lengths=tuple(low_high), fps=fps,
-                        held_out=held_out, eval_every=eval_every, checkpoint_every=checkpoint_every)
+    recipe = CITRRecipe(steps=steps, lr=lr, hidden=hidden, seed=seed, lengths=min_max(lengths, "--lengths", "30,60"),
+                        fps=fps, held_out=held_out, eval_every=eval_every, checkpoint_every=checkpoint_every)
     import longvid
 
     from longvid.train.common import local_device
@@ -755,16 +752,12 @@ def train_qtsplus(
     answer plus its FLOPs, memory and smoothness terms."""
     from longvid.train.qtsplus import QTSRecipe, QTSTrainer
 
-    pairs = []
-    for flag, text in (("--rho", rho), ("--lengths", lengths)):
-        values = split_list(text, float, flag)
-        if len(values) != 2:
-            fail(f"{flag} {text} is invalid: pass MIN,MAX, e.g. {flag} {'0.05,0.5' if flag == '--rho' else '30,60'}")
-        pairs.append(values)
+    rho_min, rho_max = min_max(rho, "--rho", "0.05,0.5", unit="")
     recipe = QTSRecipe(steps=steps, lr=lr, accumulate=accumulate, lambda_t=lambda_t, lambda_m=lambda_m,
-                       lambda_s=lambda_s, tau=tau, n_max=n_max, rho_min=pairs[0][0], rho_max=pairs[0][1],
+                       lambda_s=lambda_s, tau=tau, n_max=n_max, rho_min=rho_min, rho_max=rho_max,
                        scoring_layers=scoring_layers, reencode_layers=reencode_layers, init_from_llm=init_from_llm,
-                       positions=positions, gate=gate, seed=seed, lengths=tuple(pairs[1]), fps=fps, held_out=held_out,
+                       positions=positions, gate=gate, seed=seed, lengths=min_max(lengths, "--lengths", "30,60"), fps=fps,
+                       held_out=held_out,
                        eval_every=eval_every, checkpoint_every=checkpoint_every)
     import longvid
 
@@ -804,19 +797,22 @@ def train_tiny(
     """Train longvid-tiny 2 from scratch on suite v2 (no attention supervision); resumable."""
     from longvid.train.tiny import Recipe, Trainer
 
-    pairs = []
-    for flag, text in (("--start-lengths", start_lengths), ("--lengths", lengths)):
-        values = split_list(text, float, flag)
-        if len(values) != 2:
-            fail(f"{flag} {text} is invalid: pass MIN,MAX seconds, e.g. {flag} 60,600")
-        pairs.append(tuple(values))
-    recipe = Recipe(steps, videos_per_step, lr, warmup, pairs[0], pairs[1], ramp, aux_weight, event_weight, seed,
+    recipe = Recipe(steps, videos_per_step, lr, warmup, min_max(start_lengths, "--start-lengths", "12,60"),
+                    min_max(lengths, "--lengths", "60,600"), ramp, aux_weight, event_weight, seed,
                     validate_every=validate_every, checkpoint_every=checkpoint_every, threads=threads,
                     kinds=kinds.split(","))
     with Bars() as bars:
         trainer = Trainer(out_dir, recipe, log=bars.log, device=device)
         trainer.run(stop_after, lambda done, total, info: bars("training", done, total, info=info))
     print(f"model: {Path(out_dir) / 'model'}")
+
+
+def min_max(text: str, flag: str, example: str, unit: str = " seconds") -> tuple[float, float]:
+    """``MIN,MAX`` of a flag as two floats, or one line naming the flag and an example."""
+    values = split_list(text, float, flag)
+    if len(values) != 2:
+        fail(f"{flag} {text} is invalid: pass MIN,MAX{unit}, e.g. {flag} {example}")
+    return tuple(values)
 
 
 def split_list(text: str, convert, flag: str, kind: str | None = None) -> list:

@@ -121,11 +121,8 @@ class _Scene:
         height, width = spec.height, spec.width
         dx = np.floor(spec.drift[0] * times).astype(np.int64) % (2 * width)
         dy = np.floor(spec.drift[1] * times).astype(np.int64) % (2 * height)
-        centres = [
-            (np.rint((d.x + d.amp_x * np.sin(2 * math.pi * times / d.period_x + d.phase_x)) * width).astype(int),
-             np.rint((d.y + d.amp_y * np.sin(2 * math.pi * times / d.period_y + d.phase_y)) * height).astype(int))
-            for d in spec.distractors
-        ]
+        centres = [(np.rint(x * width).astype(int), np.rint(y * height).astype(int))
+                   for x, y in (d.centre(times) for d in spec.distractors)]
         for i in range(len(times)):
             frame = out[i]
             frame[:] = self.texture[dy[i] : dy[i] + height, dx[i] : dx[i] + width]

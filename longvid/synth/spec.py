@@ -100,6 +100,12 @@ class Event:
         return f"{self.color} {self.shape}"
 
 
+def path_centre(p, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre ``(x, y)`` at ``times`` (fractions of width and height) of a `Distractor` or `Mover` on its path."""
+    return (p.x + p.amp_x * np.sin(2 * math.pi * times / p.period_x + p.phase_x),
+            p.y + p.amp_y * np.sin(2 * math.pi * times / p.period_y + p.phase_y))
+
+
 @dataclass(frozen=True)
 class Distractor:
     """A soft grey blob on a smooth Lissajous path; always present, never an event.
@@ -118,6 +124,10 @@ class Distractor:
     phase_y: float
     radius: float
     grey: int
+
+    def centre(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Centre ``(x, y)`` at ``times`` as fractions of width and height."""
+        return path_centre(self, times)
 
 
 @dataclass(frozen=True)
@@ -143,8 +153,7 @@ class Mover:
 
     def centre(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Centre ``(x, y)`` at ``times`` as fractions of width and height."""
-        return (self.x + self.amp_x * np.sin(2 * math.pi * times / self.period_x + self.phase_x),
-                self.y + self.amp_y * np.sin(2 * math.pi * times / self.period_y + self.phase_y))
+        return path_centre(self, times)
 
 
 @dataclass(frozen=True)

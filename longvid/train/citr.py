@@ -127,6 +127,36 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+def training_rows(lm, data: str) -> list[dict] | None:
+    """None for the synthetic suite, else the checked rows of a JSONL file (`read_jsonl`), each answer refused in one
+    line if the tokenizer cannot place it: before any training."""
+    if data == "synth":
+        return None
+    rows = read_jsonl(data)
+    for row in rows:
+        if not lm.adapter.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]:
+            raise ValueError(f"{data}:{row['line']}: the answer {row['answer']!r} has no tokens")
+    return rows
+
+
+def training_example(lm, rows: list[dict] | None, data: str, recipe, i: int, split: str = "train") -> Example:
+    """The ``i``-th example of a seeded stream (``recipe``: ``seed``, ``fps``, ``lengths``, ``held_out``): synthetic
+    (train or eval seeds), or a row of the user's data, whose first ``held_out`` lines are held out when there are
+    more lines than that."""
+    if rows is None:
+        return synth_example(recipe.fps, i, split, recipe.seed, recipe.lengths)
+    from longvid.video.options import SamplingOptions
+
+    if split == "train":
+        start = recipe.held_out if len(rows) > recipe.held_out else 0
+        gen = np.random.default_rng([recipe.seed, i])
+        row = rows[start + int(gen.integers(len(rows) - start))]
+    else:
+        row = rows[i % len(rows)]
+    return Example(lm.read(row["video"], SamplingOptions(recipe.fps)), row["question"], row["answer"],
+                   f"{data}:{row['line']}")
+
+
 class Trainer:
     """Seeded, resumable training of `RetainingHeads` for ``lm`` (a `LongVid`)."""
 
@@ -136,11 +166,7 @@ class Trainer:
         self.lm, self.recipe, self.log, self.progress = lm, recipe, log, progress
         self.out = Path(out)
         self.data = data
-        self.rows = None if data == "synth" else read_jsonl(data)
-        if self.rows is not None:
-            for row in self.rows:  # an answer the tokenizer cannot place is refused before training
-                if not lm.adapter.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]:
-                    raise ValueError(f"{data}:{row['line']}: the answer {row['answer']!r} has no tokens")
+        self.rows = training_rows(lm, data)
         self.heads = RetainingHeads.for_model(lm.adapter, hidden=recipe.hidden, seed=recipe.seed).to(lm.adapter.device)
         self.optimizer = torch.optim.AdamW(self.heads.parameters(), lr=recipe.lr, betas=recipe.betas,
                                            weight_decay=recipe.weight_decay)
@@ -152,20 +178,7 @@ class Trainer:
 
     # ----- data ----------------------------------------------------------------------------------------------
     def example(self, i: int, split: str = "train") -> Example:
-        r = self.recipe
-        if self.rows is None:
-            return synth_example(r.fps, i, split, r.seed, r.lengths)
-        from longvid.video.options import SamplingOptions
-
-        rows = self.rows
-        if split == "train":  # the first held_out lines are held out when there are more lines than that
-            start = r.held_out if len(rows) > r.held_out else 0
-            gen = np.random.default_rng([r.seed, i])
-            row = rows[start + int(gen.integers(len(rows) - start))]
-        else:
-            row = rows[i % len(rows)]
-        frames = self.lm.read(row["video"], SamplingOptions(r.fps))
-        return Example(frames, row["question"], row["answer"], f"{self.data}:{row['line']}")
+        return training_example(self.lm, self.rows, self.data, self.recipe, i, split)
 
     def captured(self, ex: Example):
         from longvid.train.citr_labels import labels_and_inputs

@@ -102,15 +102,11 @@ class QTSTrainer:
 
     def __init__(self, lm, out: str | Path, recipe: QTSRecipe, data: str = "synth", log=print, progress=None):
         from longvid.methods.tokens.qtsplus import QTSPlus
-        from longvid.train.citr import read_jsonl
+        from longvid.train.citr import training_rows
 
         self.lm, self.recipe, self.log, self.progress = lm, recipe, log, progress
         self.out, self.data = Path(out), data
-        self.rows = None if data == "synth" else read_jsonl(data)
-        if self.rows is not None:
-            for row in self.rows:
-                if not lm.adapter.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]:
-                    raise ValueError(f"{data}:{row['line']}: the answer {row['answer']!r} has no tokens")
+        self.rows = training_rows(lm, data)
         r = recipe
         self.modules = QTSPlus.for_model(lm.adapter, seed=r.seed, scoring_layers=r.scoring_layers,
                                          reencode_layers=r.reencode_layers, rho_min=r.rho_min, rho_max=r.rho_max)
@@ -128,21 +124,9 @@ class QTSTrainer:
 
     # ----- data ----------------------------------------------------------------------------------------------
     def example(self, i: int, split: str = "train"):
-        from longvid.train.citr import Example, synth_example
+        from longvid.train.citr import training_example
 
-        r = self.recipe
-        if self.rows is None:
-            return synth_example(r.fps, i, split, r.seed, r.lengths)
-        from longvid.video.options import SamplingOptions
-
-        rows = self.rows
-        if split == "train":
-            start = r.held_out if len(rows) > r.held_out else 0
-            row = rows[start + int(np.random.default_rng([r.seed, i]).integers(len(rows) - start))]
-        else:
-            row = rows[i % len(rows)]
-        return Example(self.lm.read(row["video"], SamplingOptions(r.fps)), row["question"], row["answer"],
-                       f"{self.data}:{row['line']}")
+        return training_example(self.lm, self.rows, self.data, self.recipe, i, split)
 
     # ----- the differentiable path ---------------------------------------------------------------------------
     def example_loss(self, ex, generator: torch.Generator) -> tuple[torch.Tensor, dict]:

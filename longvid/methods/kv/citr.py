@@ -56,6 +56,18 @@ def base_description(model) -> dict:
                 head_dim=model.lm.layers[0].self_attn.head_dim, fingerprint=digest.hexdigest()[:16])
 
 
+def check_base(base: dict, model, what: str, name: str, command: str) -> None:
+    """A one-line ValueError unless ``model`` (an adapter) is the one learned parts described by ``base`` (their
+    `base_description`) were trained for: ``what`` names the parts, ``name`` their setting, ``command`` the
+    ``longvid train`` command that makes them."""
+    theirs = base_description(model)
+    wrong = [k for k in base if base[k] != theirs.get(k)]
+    if wrong:
+        diff = ", ".join(f"{k} {base[k]} vs {theirs.get(k)}" for k in wrong)
+        raise ValueError(f"these {what} were trained for another model ({diff}); pass {name} trained for this "
+                         f"checkpoint with {setting(name, 'DIR')} (`longvid train {command}` makes them)")
+
+
 def _rounded(w: torch.Tensor) -> bytes:
     return w.detach().to(torch.bfloat16).float().cpu().numpy().tobytes()
 
@@ -113,12 +125,7 @@ class RetainingHeads(torch.nn.Module):
 
     def check_base(self, model) -> None:
         """A one-line ValueError unless ``model`` (an adapter) is the model these heads were trained for."""
-        mine, theirs = self.base, base_description(model)
-        wrong = [k for k in mine if mine[k] != theirs.get(k)]
-        if wrong:
-            what = ", ".join(f"{k} {mine[k]} vs {theirs.get(k)}" for k in wrong)
-            raise ValueError(f"these CITR heads were trained for another model ({what}); pass heads trained for "
-                             f"this checkpoint with {setting('heads', 'DIR')} (`longvid train citr` makes them)")
+        check_base(self.base, model, "CITR heads", "heads", "citr")
 
 
 @dataclass

@@ -178,14 +178,9 @@ class QTSPlus(torch.nn.Module):
         return modules.eval()
 
     def check_base(self, model) -> None:
-        from longvid.methods.kv.citr import base_description
+        from longvid.methods.kv.citr import check_base
 
-        mine, theirs = self.base, base_description(model)
-        wrong = [k for k in mine if mine[k] != theirs.get(k)]
-        if wrong:
-            what = ", ".join(f"{k} {mine[k]} vs {theirs.get(k)}" for k in wrong)
-            raise ValueError(f"these QTSplus modules were trained for another model ({what}); pass modules trained for "
-                             f"this checkpoint with {setting('modules', 'DIR')} (`longvid train qtsplus` makes them)")
+        check_base(self.base, model, "QTSplus modules", "modules", "qtsplus")
 
 
 def count_for(rho: float, m: int, n_max: int | None) -> int:
