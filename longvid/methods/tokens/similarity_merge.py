@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from longvid.errors import setting
 from longvid.methods.base import TokenReducer
 from longvid.methods.change import slot_change
 from longvid.tokens import VisualTokens
@@ -33,10 +34,10 @@ class SimilarityMerge(TokenReducer):
 
     def __post_init__(self):
         if not -1.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"threshold={self.threshold!r} is invalid: it is a cosine similarity, in [-1, 1]; "
+            raise ValueError(f"{setting('threshold', self.threshold)} is invalid: it is a cosine similarity, in [-1, 1]; "
                              "CITR uses 0.4")
         if not 0.0 <= float(self.max_ratio) < 1.0:
-            raise ValueError(f"max_ratio={self.max_ratio!r} is invalid: it is the largest share of tokens merged, in "
+            raise ValueError(f"{setting('max_ratio', self.max_ratio)} is invalid: it is the largest share of tokens merged, in "
                              "[0, 1); CITR uses 0.4")
 
     def candidates(self, tokens: VisualTokens) -> torch.Tensor:
