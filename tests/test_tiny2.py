@@ -82,6 +82,11 @@ def test_cell_coverage_and_token_labels_find_the_events():
             shown = (times >= event.start) & (times < event.end)
             np.testing.assert_allclose(cover[shown, j].sum(axis=(1, 2)), 1.0, atol=1e-5)
             assert cover[~shown, j].sum() == 0
+            # wholly inside one token cell, and that cell lies in the event's region (side thirds: 2 cells, middle: 1)
+            np.testing.assert_allclose(cover[shown, j].max(axis=(1, 2)), 1.0, atol=1e-5)
+            r, c = np.unravel_index(cover[shown, j][0].argmax(), (5, 5))
+            third = (0, 0, 1, 2, 2)
+            assert REGIONS[3 * third[r] + third[c]] == event.quadrant
         steps = (len(times) + 1) // 2
         labels = T.token_labels(spec, times, (steps, 10, 10)).reshape(steps, 5, 5, 2)
         event_colors = set(range(1, 1 + len(COLORS)))

@@ -23,8 +23,13 @@ Suite versions (``version=``; v1 stays exactly as it was, so its results and lon
 - **v1**: 224 x 224 frames, events 18-26 % of the side, each inside one of 4 quadrants; three grey blobs on slow
   paths over a drifting grey texture.
 - **v2** (longvid-tiny 2): 140 x 140 frames (25 visual tokens per temporal step at 28 px per token), events
-  12-17 % of the side (17-24 px, smaller than one token's 28 px cell at most positions), each inside one of 9
-  `REGIONS` (a 3 x 3 grid); besides the grey blobs and the panning texture, two coloured `Mover` shapes (magenta
+  11-15.5 % of the side (15-22 px), each inside one of 9 `REGIONS` (a 3 x 3 grid: the region is drawn uniformly) and
+  there wholly inside one cell of a 5 x 5 grid, which at 140 px is one visual token (the side thirds span two token
+  rows or columns, the middle one). Why on the token grid: a shape cut across token boundaries shows each token a
+  fragment, and a model trained from scratch does not learn shapes from fragments at a size CPU training affords
+  (a 2-layer ViT and a probe reached 30-35 % on 4 shapes after 1,500-3,000 videos, chance 25 %, also with 4 layers
+  and 128 dims; notes of 2026-12-02); real ViTs see whole objects across patches only after web-scale
+  pretraining. Besides the grey blobs and the panning texture, two coloured `Mover` shapes (magenta
   diamond, cyan ring: colours and shapes no event has) wander on their own paths and come and go (2-5 visits each),
   so neither "the tokens that changed" nor "the saturated tokens" is the answer by itself; they are never asked
   about. Event timing is v1's (one event per quarter, same margins). Drawn from its own random stream: the v2 spec
@@ -72,8 +77,12 @@ MIN_EVENT_SECONDS = 2.0
 SECONDS_RANGE = (12.0, 3600.0)
 """Allowed video lengths in seconds; the suite targets 30 s to 30 min. 12 s is four 2 s events with margins."""
 
-_EVENT_SIZE = {1: (0.18, 0.26), 2: (0.12, 0.17)}  # diameter / min(width, height); v1 >= 40 px at 224, v2 17-24 px at 140
-_EDGE = 0.02  # gap between a shape and its quadrant's edges, fraction of the frame side
+_EVENT_SIZE = {1: (0.18, 0.26), 2: (0.11, 0.155)}  # diameter / min(width, height); v1 >= 40 px at 224, v2 15-22 px at 140
+_EDGE = 0.02  # gap between a shape and its cell's edges, fraction of the frame side
+_TOKEN_CELLS = 5
+"""v2 places each event inside one cell of a 5 x 5 grid: at 140 px, exactly one visual token's 28 px (see v2 above)."""
+_REGION_SPANS = ((0, 1), (2,), (3, 4))
+"""The token rows (or columns) of each third of the frame: top / middle / bottom (left / centre / right)."""
 _NUM_DISTRACTORS = 3
 
 
@@ -246,13 +255,20 @@ def _events(gen: np.random.Generator, seconds: float, aspect: float, event_secon
     for q, color, shape in zip(quarters.tolist(), colors, shapes):
         duration = gen.uniform(event_seconds[0], min(event_seconds[1], quarter_s - 2 * margin))
         start = q * quarter_s + margin + gen.uniform(0, quarter_s - 2 * margin - duration)
-        cells, places = (2, QUADRANTS) if version == 1 else (3, REGIONS)
-        place = int(gen.integers(cells * cells))
+        if version == 1:  # inside one of the 2 x 2 quadrants
+            place = int(gen.integers(4))
+            left, top, cell = (place % 2) / 2, (place // 2) / 2, 1 / 2
+        else:  # a region of the 3 x 3 grid, then one of its token cells (`_TOKEN_CELLS` x `_TOKEN_CELLS`)
+            place = int(gen.integers(len(REGIONS)))
+            rows, cols = _REGION_SPANS[place // 3], _REGION_SPANS[place % 3]
+            row, col = int(gen.choice(rows)), int(gen.choice(cols))
+            left, top, cell = col / _TOKEN_CELLS, row / _TOKEN_CELLS, 1 / _TOKEN_CELLS
         size = gen.uniform(*_EVENT_SIZE[version])
         # half-extent in fractions of width / height; the shape fits between its cell's edges with a gap
         half_x, half_y = size / 2 * min(1.0, aspect), size / 2 * min(1.0, 1 / aspect)
-        x = (place % cells) / cells + gen.uniform(half_x + _EDGE, 1 / cells - half_x - _EDGE)
-        y = (place // cells) / cells + gen.uniform(half_y + _EDGE, 1 / cells - half_y - _EDGE)
+        x = left + gen.uniform(half_x + _EDGE, cell - half_x - _EDGE)
+        y = top + gen.uniform(half_y + _EDGE, cell - half_y - _EDGE)
+        places = QUADRANTS if version == 1 else REGIONS
         events.append(Event(str(shape), str(color), places[place], float(start), float(start + duration),
                             float(x), float(y), float(size)))
     return tuple(events)

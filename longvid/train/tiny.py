@@ -29,10 +29,19 @@ Losses (every one is in the training card; none supervises attention):
 - ``options``: the same probe on each option line's token: its value, its letter, whether it is the answer;
 - ``final``: the probe at the position that predicts the letter: the answer's value (colour, shape, region,
   quarter, count, or the named event's colour and shape);
-- ``name``: the probe at the question's stem token (for kinds whose stem names an event): the answer's value.
+- ``name``: the probe at the question's stem token (for kinds whose stem names an event): the answer's value;
+- ``position``: the probe on each visual token as the LLM receives it: its row and column in the frame; and
+  log2(1 + its temporal step) regressed from its hidden state after decoder layer `TIME_LAYER`. Why: Qwen2-VL's
+  ViT has no absolute position embedding and M-RoPE rotates queries and keys only, so where and when a token is
+  is not in what attention reads from it; "where", "when", "order" and "after" need it there. Large VLMs learn it
+  from their data; this probe states it (it teaches where and when a token is, never where to look).
 
 All probe terms are summed with weight ``--aux-weight``. v1 also had an attention-guidance loss (a head told where
 to look); v2 has none, so where attention-scored methods find the evidence is the model's own doing.
+
+Each training video is asked ``--question-rounds`` draws of the suite's questions (one per kind each; the first
+is the suite's own draw): the video's forward costs far more than a question's, so more questions per encode is
+more signal per second.
 
 Lengths follow a curriculum (``--start-lengths`` to ``--lengths``, log-uniform, ramped geometrically over
 ``--ramp`` steps): the suite's short videos teach what the shapes and questions are at ~1 % of the cost of a
@@ -75,8 +84,11 @@ VALIDATION_OFFSET = 900_000_000
 OBJ_COLORS = ("none",) + tuple(COLORS) + tuple(MOVER_COLORS)
 OBJ_SHAPES = ("none",) + tuple(SHAPES) + tuple(MOVER_SHAPES)
 PROBE_HEADS = {"color": (0, 7), "shape": (7, 14), "region": (14, 23), "quarter": (23, 27), "count": (27, 31),
-               "is_answer": (31, 32), "letter": (32, 36)}
-"""Slices of the probe's 36 outputs."""
+               "is_answer": (31, 32), "letter": (32, 36), "row": (36, 41), "col": (41, 46), "time": (46, 47)}
+"""Slices of the probe's 47 outputs."""
+PROBE_OUT = 47
+TIME_LAYER = 2
+"""The ``time`` probe reads the visual tokens' hidden states after this decoder layer (0-based)."""
 NAMING_KINDS = ("color", "shape", "where", "when", "after")
 """Kinds whose question stem names one event (the ``name`` probe reads the stem's token)."""
 
@@ -177,6 +189,7 @@ class Example:
     name_at: list  # per question: index in its tail of the stem token, or None
     labels: torch.Tensor  # (N, 2)
     seconds: float = 0.0
+    cells: tuple = (5, 5)  # token rows, columns per temporal step
 
     @property
     def num_visual(self) -> int:
@@ -211,7 +224,17 @@ def make_example(adapter, spec, questions, blank: bool = False) -> Example:
         [[value_targets(q.kind, value) for value in q.options] for q in questions],
         [value_targets(q.kind, q.answer_text) for q in questions],
         [tail.index(line_id(tok, q.question)) if q.kind in NAMING_KINDS else None for q, tail in zip(questions, tails)],
-        token_labels(spec, times, inputs.grid_thw, blank), spec.seconds)
+        token_labels(spec, times, inputs.grid_thw, blank), spec.seconds,
+        (inputs.grid_thw[1] // 2, inputs.grid_thw[2] // 2))
+
+
+def training_questions(spec, kinds, rounds: int = 1) -> list:
+    """``rounds`` draws of `make_questions` for one video (round 0 is the suite's own question seed): more questions
+    per encode, as the video's forward costs far more than a question's."""
+    out = []
+    for k in range(rounds):
+        out += make_questions(spec, seed=None if k == 0 else spec.seed + 1_000_003 * k, kinds=kinds)
+    return out
 
 
 # ----- the forward and the losses -----------------------------------------------------------------------------------
@@ -227,9 +250,10 @@ def tails_mask(lengths: list[int], past: int, impl: str, dtype, device=None) -> 
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def video_forward(model, adapter, ex: Example):
+def video_forward(model, adapter, ex: Example, layer_out: list | None = None):
     """The engine's forward over one example: ``(visual tokens (N, D), video hidden (N, D), tails hidden (T, D))``,
-    normed final hidden states, the tails packed in question order."""
+    normed final hidden states, the tails packed in question order. ``layer_out``, when given, receives the visual
+    tokens' hidden states after decoder layer `TIME_LAYER` (N, D)."""
     from longvid.engine.cache import new_cache
     from longvid.engine.forward import forward
 
@@ -240,7 +264,17 @@ def video_forward(model, adapter, ex: Example):
     positions = torch.cat([torch.arange(len(ex.prefix), device=device).expand(3, -1), ex.visual_positions],
                           dim=1)[:, None]
     cache = new_cache(lm.config)
-    hidden_shared, _ = forward(lm, shared, positions, cache)
+    hook = None
+    if layer_out is not None:
+        def keep(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            layer_out.append(hidden[0, len(ex.prefix):])
+        hook = lm.layers[TIME_LAYER].register_forward_hook(keep)
+    try:
+        hidden_shared, _ = forward(lm, shared, positions, cache)
+    finally:
+        if hook is not None:
+            hook.remove()
     start = int(ex.visual_positions.max()) + 1
     tails = torch.cat([torch.tensor(t, device=device) for t in ex.tails])
     tail_pos = torch.cat([adapter.text_positions(start, len(t), device) for t in ex.tails], dim=-1)[:, None]
@@ -264,7 +298,8 @@ def _probe_loss(out: torch.Tensor, targets: list[list[tuple[str, int]]]) -> torc
 def video_losses(model, adapter, probe, ex: Example, event_weight: float = 1.0) -> tuple[torch.Tensor, dict, list]:
     """``(answer loss, {probe and text terms}, [correct? per question])`` for one example."""
     lm = adapter.lm
-    visual, _, tails = video_forward(model, adapter, ex)
+    mid = [] if probe is not None else None
+    visual, _, tails = video_forward(model, adapter, ex, mid)
     offsets = np.cumsum([0] + [len(t) for t in ex.tails])
     answer_at = torch.tensor([o + len(t) - 3 for o, t in zip(offsets, ex.tails)])  # predicts the letter
     at = torch.stack([answer_at, answer_at + 1], dim=1)
@@ -285,6 +320,12 @@ def video_losses(model, adapter, probe, ex: Example, event_weight: float = 1.0) 
         terms = terms + event_weight * (F.cross_entropy(out[obj, 0:7], ex.labels[obj, 0])
                                         + F.cross_entropy(out[obj, 7:14], ex.labels[obj, 1]))
     parts["visual"] = terms
+    per_step = ex.cells[0] * ex.cells[1]
+    index = torch.arange(ex.num_visual, device=visual.device)
+    cell = index % per_step
+    parts["position"] = (F.cross_entropy(out[:, 36:41], cell // ex.cells[1])
+                         + F.cross_entropy(out[:, 41:46], cell % ex.cells[1])
+                         + F.mse_loss(probe(mid[0])[:, 46], torch.log2(1.0 + (index // per_step).float())))
     option_at = torch.tensor([o + e for o, ends in zip(offsets, ex.option_ends) for e in ends])
     option_out = probe(tails[option_at])
     is_answer = torch.tensor([float(i == c) for c in ex.correct for i in range(4)], device=tails.device)
@@ -324,6 +365,7 @@ class Recipe:
     aux_weight: float = 1.0
     event_weight: float = 1.0
     seed: int = 0
+    question_rounds: int = 3
     n_validation: int = 24
     validation_lengths: tuple[float, float] = (60.0, 180.0)
     validate_every: int = 100
@@ -332,7 +374,8 @@ class Recipe:
     kinds: list = field(default_factory=lambda: list(KINDS_V2))
 
     def __post_init__(self):
-        for name in ("steps", "videos_per_step", "warmup", "n_validation", "validate_every", "checkpoint_every"):
+        for name in ("steps", "videos_per_step", "warmup", "question_rounds", "n_validation", "validate_every",
+                     "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{option(name, value)} is invalid: it must be a positive integer")
@@ -378,7 +421,7 @@ class Trainer:
         self.model.to(self.device).train()
         self.adapter = make_adapter(self.model, self.tokenizer)
         torch.manual_seed(recipe.seed + 1)
-        self.probe = torch.nn.Linear(self.model.config.text_config.hidden_size, 36).to(self.device)
+        self.probe = torch.nn.Linear(self.model.config.text_config.hidden_size, PROBE_OUT).to(self.device)
         self.params = list(self.model.parameters()) + list(self.probe.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.01)
         self.step, self.history, self.seconds = 0, [], 0.0
@@ -407,7 +450,8 @@ class Trainer:
             seconds = float(np.round(np.exp(gen.uniform(math.log(lo), math.log(hi)))))
             spec = make_video_spec(train_seed(r.seed * 10_000_000 + step * r.videos_per_step + i), seconds=seconds,
                                    version=2)
-            out.append(make_example(self.adapter, spec, make_questions(spec, kinds=r.kinds)).to(self.device))
+            out.append(make_example(self.adapter, spec, training_questions(spec, r.kinds, r.question_rounds)
+                                    ).to(self.device))
         return out
 
     def validation(self) -> list[Example]:
@@ -463,6 +507,9 @@ class Trainer:
                                 options="probe: each option line's value, letter and is-answer, aux_weight",
                                 final="probe: the answer's value at the letter-predicting position, aux_weight",
                                 name="probe: the answer's value at the stem token naming the event, aux_weight",
+                                position="probe: each visual token's row and column in its frame (as the LLM "
+                                         "receives it), and log2(1 + its temporal step) regressed from its hidden "
+                                         f"state after decoder layer {TIME_LAYER}, aux_weight",
                                 attention="none: no loss on attention weights"),
                     train_seeds=[train_seed(r.seed * 10_000_000),
                                  train_seed(r.seed * 10_000_000 + self.step * r.videos_per_step - 1)],
@@ -523,7 +570,9 @@ def recipe_args(r: Recipe) -> list[str]:
     return [f"--steps {r.steps}", f"--videos-per-step {r.videos_per_step}", f"--lr {r.lr:g}", f"--warmup {r.warmup}",
             f"--start-lengths {r.start_lengths[0]:g},{r.start_lengths[1]:g}",
             f"--lengths {r.lengths[0]:g},{r.lengths[1]:g}", f"--ramp {r.ramp}", f"--aux-weight {r.aux_weight:g}",
-            f"--event-weight {r.event_weight:g}", f"--seed {r.seed}", f"--kinds {','.join(r.kinds)}"]
+            f"--event-weight {r.event_weight:g}", f"--seed {r.seed}", f"--question-rounds {r.question_rounds}",
+            f"--validation-lengths {r.validation_lengths[0]:g},{r.validation_lengths[1]:g}",
+            f"--kinds {','.join(r.kinds)}"]
 
 
 def _pair(text: str, name: str) -> tuple[float, float]:
@@ -549,6 +598,9 @@ def main(argv=None) -> None:
     p.add_argument("--aux-weight", type=float, default=d.aux_weight)
     p.add_argument("--event-weight", type=float, default=d.event_weight)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--question-rounds", type=int, default=d.question_rounds,
+                   help="draws of the suite's questions per training video (each draw: one per kind)")
+    p.add_argument("--validation-lengths", default="60,180")
     p.add_argument("--kinds", default=",".join(KINDS_V2))
     p.add_argument("--validate-every", type=int, default=d.validate_every)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -558,7 +610,8 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     try:
         recipe = Recipe(a.steps, a.videos_per_step, a.lr, a.warmup, _pair(a.start_lengths, "start-lengths"),
-                        _pair(a.lengths, "lengths"), a.ramp, a.aux_weight, a.event_weight, a.seed, a.n_validation,
+                        _pair(a.lengths, "lengths"), a.ramp, a.aux_weight, a.event_weight, a.seed,
+                        a.question_rounds, a.n_validation, _pair(a.validation_lengths, "validation-lengths"),
                         validate_every=a.validate_every, checkpoint_every=a.checkpoint_every, threads=a.threads,
                         kinds=a.kinds.split(","))
         trainer = Trainer(a.out, recipe, device=a.device)
