@@ -169,6 +169,21 @@ def test_training_resumes_bit_for_bit(tmp_path):
     assert card["step"] == 3 and card["losses"]["attention"].startswith("none")
     with pytest.raises(ValueError, match="another recipe"):
         T.Trainer(tmp_path / "b", small_recipe(steps=3, lr=1e-3), log=lambda _: None)
+    # a later phase starts from those weights, with its own optimiser and schedule; its card names the source
+    staged = T.Trainer(tmp_path / "c", small_recipe(steps=1, init=str(tmp_path / "b")), log=lambda _: None)
+    assert staged.step == 0 and all(torch.equal(b[k], staged.model.state_dict()[k]) for k in b)
+    staged.run()
+    card = json.loads((tmp_path / "c" / "model" / "longvid.json").read_text())
+    assert card["init_from"]["step"] == 3 and "--init" in card["command"]
+    assert T.Trainer(tmp_path / "c", small_recipe(steps=1, init=str(tmp_path / "b")),
+                     log=lambda _: None).init_from["step"] == 3  # resuming keeps the record
+
+
+def test_training_questions_add_draws_after_the_suites_own():
+    spec = make_video_spec(train_seed(3), seconds=60, version=2)
+    one, three = T.training_questions(spec, KINDS_V2, 1), T.training_questions(spec, KINDS_V2, 3)
+    assert one == make_questions(spec) and three[: len(one)] == one and len(three) == 3 * len(one)
+    assert len({(q.text, q.options) for q in three}) > len(one)  # other events named, other option orders
 
 
 def test_train_tiny_cli_refuses_bad_options_in_one_line(tmp_path):
@@ -176,7 +191,8 @@ def test_train_tiny_cli_refuses_bad_options_in_one_line(tmp_path):
     import sys
 
     for args, flag in ((["--lengths", "600,60"], "--lengths"), (["--steps", "0"], "--steps"),
-                       (["--kinds", "color,colour"], "--kinds")):
+                       (["--kinds", "color,colour"], "--kinds"), (["--init", str(tmp_path / "none")], "--init"),
+                       (["--question-rounds", "0"], "--question-rounds")):
         out = tmp_path / "o"
         run = subprocess.run([sys.executable, "-m", "longvid", "train", "tiny", "--out", str(out), *args],
                              capture_output=True, text=True)

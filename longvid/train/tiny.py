@@ -372,6 +372,9 @@ class Recipe:
     checkpoint_every: int = 20
     threads: int | None = None
     kinds: list = field(default_factory=lambda: list(KINDS_V2))
+    init: str | None = None
+    """A run folder (or its ``checkpoint.pt``) whose model and probe weights this run starts from (a fresh optimiser
+    and schedule): a later phase of a recipe in stages."""
 
     def __post_init__(self):
         for name in ("steps", "videos_per_step", "warmup", "question_rounds", "n_validation", "validate_every",
@@ -425,7 +428,20 @@ class Trainer:
         self.params = list(self.model.parameters()) + list(self.probe.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.01)
         self.step, self.history, self.seconds = 0, [], 0.0
+        self.init_from = None
         checkpoint = self.out / "checkpoint.pt"
+        if recipe.init and not checkpoint.is_file():
+            source = Path(recipe.init)
+            source = source / "checkpoint.pt" if source.is_dir() else source
+            if not source.is_file():
+                raise ValueError(f"{option('init', recipe.init)} is invalid: no checkpoint.pt there; pass the --out "
+                                 "folder of an earlier run of this recipe")
+            state = torch.load(source, weights_only=False, map_location=self.device)
+            self.model.load_state_dict(state["model"])
+            self.probe.load_state_dict(state["probe"])
+            self.init_from = dict(path=str(recipe.init), step=state["step"], recipe=state["recipe"],
+                                  seconds=round(state["seconds"], 1))
+            log(f"starting from {source} (step {state['step']})")
         if checkpoint.is_file():
             state = torch.load(checkpoint, weights_only=False, map_location=self.device)
             free = ("threads", "validate_every", "checkpoint_every")  # change the log, not the result
@@ -437,6 +453,7 @@ class Trainer:
             self.probe.load_state_dict(state["probe"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.history, self.seconds = state["step"], state["history"], state["seconds"]
+            self.init_from = state.get("init_from")
             log(f"resuming {self.out} at step {self.step}")
         self._validation = None
 
@@ -489,7 +506,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         state = dict(model=self.model.state_dict(), probe=self.probe.state_dict(),
                      optimizer=self.optimizer.state_dict(), step=self.step, history=self.history,
-                     seconds=self.seconds, recipe=asdict(self.recipe))
+                     seconds=self.seconds, recipe=asdict(self.recipe), init_from=self.init_from)
         tmp = self.out / "checkpoint.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(self.out / "checkpoint.pt")  # a crash mid-write never leaves a torn checkpoint
@@ -514,7 +531,7 @@ class Trainer:
                     train_seeds=[train_seed(r.seed * 10_000_000),
                                  train_seed(r.seed * 10_000_000 + self.step * r.videos_per_step - 1)],
                     validation_seeds=[train_seed(VALIDATION_OFFSET), train_seed(VALIDATION_OFFSET + r.n_validation - 1)],
-                    history=self.history, torch=torch.__version__, code=code_version(),
+                    history=self.history, init_from=self.init_from, torch=torch.__version__, code=code_version(),
                     command="longvid train tiny " + " ".join(recipe_args(r)) + f" --out {self.out}")
 
     def save_model(self, where: Path) -> None:
@@ -572,7 +589,7 @@ def recipe_args(r: Recipe) -> list[str]:
             f"--lengths {r.lengths[0]:g},{r.lengths[1]:g}", f"--ramp {r.ramp}", f"--aux-weight {r.aux_weight:g}",
             f"--event-weight {r.event_weight:g}", f"--seed {r.seed}", f"--question-rounds {r.question_rounds}",
             f"--validation-lengths {r.validation_lengths[0]:g},{r.validation_lengths[1]:g}",
-            f"--kinds {','.join(r.kinds)}"]
+            f"--kinds {','.join(r.kinds)}"] + ([f"--init {r.init}"] if r.init else [])
 
 
 def _pair(text: str, name: str) -> tuple[float, float]:
@@ -601,6 +618,8 @@ def main(argv=None) -> None:
     p.add_argument("--question-rounds", type=int, default=d.question_rounds,
                    help="draws of the suite's questions per training video (each draw: one per kind)")
     p.add_argument("--validation-lengths", default="60,180")
+    p.add_argument("--init", default=None, help="start from the weights of an earlier run (its --out folder): a later "
+                   "phase of a staged recipe; the optimiser and schedule start fresh")
     p.add_argument("--kinds", default=",".join(KINDS_V2))
     p.add_argument("--validate-every", type=int, default=d.validate_every)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -613,7 +632,7 @@ def main(argv=None) -> None:
                         _pair(a.lengths, "lengths"), a.ramp, a.aux_weight, a.event_weight, a.seed,
                         a.question_rounds, a.n_validation, _pair(a.validation_lengths, "validation-lengths"),
                         validate_every=a.validate_every, checkpoint_every=a.checkpoint_every, threads=a.threads,
-                        kinds=a.kinds.split(","))
+                        kinds=a.kinds.split(","), init=a.init)
         trainer = Trainer(a.out, recipe, device=a.device)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
