@@ -445,7 +445,8 @@ class Trainer:
         if checkpoint.is_file():
             state = torch.load(checkpoint, weights_only=False, map_location=self.device)
             free = ("threads", "validate_every", "checkpoint_every")  # change the log, not the result
-            if {k: v for k, v in state["recipe"].items() if k not in free} != {
+            stored = asdict(Recipe()) | state["recipe"]  # fields added since take their defaults (the old behaviour)
+            if {k: v for k, v in stored.items() if k not in free} != {
                     k: v for k, v in asdict(recipe).items() if k not in free}:
                 raise ValueError(f"{checkpoint} was written by another recipe: {state['recipe']}; pass the same options "
                                  "to continue it, or a new --out")
