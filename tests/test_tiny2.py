@@ -198,3 +198,19 @@ def test_train_tiny_cli_refuses_bad_options_in_one_line(tmp_path):
                              capture_output=True, text=True)
         assert run.returncode == 2 and flag in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_cached_suite_from_an_earlier_layout_is_rewritten(tmp_path, monkeypatch):
+    from longvid.eval.synth import ensure_suite
+
+    monkeypatch.setenv("LONGVID_CACHE_DIR", str(tmp_path))
+    path = ensure_suite(12, 1, 0, version=2)
+    record = json.loads((path / "suite.json").read_text())
+    mtime = (path / "suite.json").stat().st_mtime_ns
+    assert ensure_suite(12, 1, 0, version=2) and (path / "suite.json").stat().st_mtime_ns == mtime  # reused
+    record["videos"][0]["events"][0]["x"] += 0.1  # as the pre-token-grid layout would have drawn it
+    (path / "suite.json").write_text(json.dumps(record))
+    ensure_suite(12, 1, 0, version=2)
+    fresh = json.loads((path / "suite.json").read_text())["videos"][0]
+    assert fresh["events"] == json.loads(json.dumps(make_video_spec(fresh["seed"], seconds=12, version=2).to_dict()))[
+        "events"]

@@ -137,12 +137,28 @@ def ensure_suite(seconds: float, n_videos: int, seed: int, blank: bool = False, 
     name = (("" if version == 1 else f"v{version}_") + f"eval_seed{seed}_len{seconds:g}s_{n_videos}videos"
             + ("_blank" if blank else ""))
     path = cache_dir() / "synth" / name
+    if (path / "suite.json").is_file() and not _cached_specs_current(path, version):
+        import shutil
+
+        shutil.rmtree(path)  # written by an earlier layout of this suite version: its videos are not today's
     if not (path / "suite.json").is_file():
         if log is not None:
             log(f"writing {n_videos} videos of {seconds:g} s to {path} (once; later runs reuse them)")
         write_suite(path, split="eval", n_videos=n_videos, seconds=seconds, seed=eval_seed(seed), blank=blank,
                     version=version)
     return path
+
+
+def _cached_specs_current(path: Path, version: int) -> bool:
+    """Whether a cached suite's first video is the spec this code draws for its seed (suite v2's layout changed once
+    before its model shipped; a cache from then must not be reused)."""
+    try:
+        video = json.loads((path / "suite.json").read_text())["videos"][0]
+        now = make_video_spec(video["seed"], seconds=video["seconds"], version=version).to_dict()
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+    now = json.loads(json.dumps(now))
+    return "events" in video and all(now[k] == v for k, v in video.items() if k in now)  # older records lack new keys
 
 
 # ----- statistics ---------------------------------------------------------------------------------------------------
