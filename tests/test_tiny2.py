@@ -170,12 +170,13 @@ def test_training_resumes_bit_for_bit(tmp_path):
     with pytest.raises(ValueError, match="another recipe"):
         T.Trainer(tmp_path / "b", small_recipe(steps=3, lr=1e-3), log=lambda _: None)
     # a later phase starts from those weights, with its own optimiser and schedule; its card names the source
-    staged = T.Trainer(tmp_path / "c", small_recipe(steps=1, init=str(tmp_path / "b")), log=lambda _: None)
+    staged = T.Trainer(tmp_path / "c", small_recipe(steps=1, init=str(tmp_path / "b"), probe_layer=2),
+                       log=lambda _: None)
     assert staged.step == 0 and all(torch.equal(b[k], staged.model.state_dict()[k]) for k in b)
     staged.run()
     card = json.loads((tmp_path / "c" / "model" / "longvid.json").read_text())
     assert card["init_from"]["step"] == 3 and "--init" in card["command"]
-    assert T.Trainer(tmp_path / "c", small_recipe(steps=1, init=str(tmp_path / "b")),
+    assert T.Trainer(tmp_path / "c", small_recipe(steps=1, init=str(tmp_path / "b"), probe_layer=2),
                      log=lambda _: None).init_from["step"] == 3  # resuming keeps the record
 
 
@@ -192,7 +193,7 @@ def test_train_tiny_cli_refuses_bad_options_in_one_line(tmp_path):
 
     for args, flag in ((["--lengths", "600,60"], "--lengths"), (["--steps", "0"], "--steps"),
                        (["--kinds", "color,colour"], "--kinds"), (["--init", str(tmp_path / "none")], "--init"),
-                       (["--question-rounds", "0"], "--question-rounds")):
+                       (["--question-rounds", "0"], "--question-rounds"), (["--probe-layer", "6"], "--probe-layer")):
         out = tmp_path / "o"
         run = subprocess.run([sys.executable, "-m", "longvid", "train", "tiny", "--out", str(out), *args],
                              capture_output=True, text=True)

@@ -250,10 +250,11 @@ def tails_mask(lengths: list[int], past: int, impl: str, dtype, device=None) -> 
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def video_forward(model, adapter, ex: Example, layer_out: list | None = None):
+def video_forward(model, adapter, ex: Example, layer_out: dict | None = None, text_layer: int = -1):
     """The engine's forward over one example: ``(visual tokens (N, D), video hidden (N, D), tails hidden (T, D))``,
-    normed final hidden states, the tails packed in question order. ``layer_out``, when given, receives the visual
-    tokens' hidden states after decoder layer `TIME_LAYER` (N, D)."""
+    normed final hidden states, the tails packed in question order. ``layer_out``, when given, receives
+    ``"video"``: the visual tokens' hidden states after decoder layer `TIME_LAYER` (N, D), and ``"tails"``: the tails'
+    after decoder layer ``text_layer`` (T, D), through the final norm (the last layer's: the returned tails)."""
     from longvid.engine.cache import new_cache
     from longvid.engine.forward import forward
 
@@ -264,12 +265,13 @@ def video_forward(model, adapter, ex: Example, layer_out: list | None = None):
     positions = torch.cat([torch.arange(len(ex.prefix), device=device).expand(3, -1), ex.visual_positions],
                           dim=1)[:, None]
     cache = new_cache(lm.config)
-    hook = None
-    if layer_out is not None:
+    def capture(layer: int, name: str, skip: int = 0):
         def keep(module, args, output):
             hidden = output[0] if isinstance(output, tuple) else output
-            layer_out.append(hidden[0, len(ex.prefix):])
-        hook = lm.layers[TIME_LAYER].register_forward_hook(keep)
+            layer_out[name] = hidden[0, skip:]
+        return lm.layers[layer].register_forward_hook(keep)
+
+    hook = capture(TIME_LAYER, "video", len(ex.prefix)) if layer_out is not None else None
     try:
         hidden_shared, _ = forward(lm, shared, positions, cache)
     finally:
@@ -280,7 +282,15 @@ def video_forward(model, adapter, ex: Example, layer_out: list | None = None):
     tail_pos = torch.cat([adapter.text_positions(start, len(t), device) for t in ex.tails], dim=-1)[:, None]
     mask = tails_mask([len(t) for t in ex.tails], shared.shape[1], lm.config._attn_implementation, shared.dtype,
                       device)
-    hidden_tails, _ = forward(lm, lm.embed_tokens(tails)[None], tail_pos, cache, attention_mask=mask)
+    last = len(lm.layers) - 1
+    hook = capture(text_layer, "tails") if layer_out is not None and text_layer % len(lm.layers) != last else None
+    try:
+        hidden_tails, _ = forward(lm, lm.embed_tokens(tails)[None], tail_pos, cache, attention_mask=mask)
+    finally:
+        if hook is not None:
+            hook.remove()
+    if layer_out is not None:
+        layer_out["tails"] = lm.norm(layer_out["tails"]) if hook is not None else hidden_tails[0]
     return visual, hidden_shared[0, len(ex.prefix):], hidden_tails[0]
 
 
@@ -295,11 +305,13 @@ def _probe_loss(out: torch.Tensor, targets: list[list[tuple[str, int]]]) -> torc
                         for head, (rows, classes) in by_head.items()]).mean()
 
 
-def video_losses(model, adapter, probe, ex: Example, event_weight: float = 1.0) -> tuple[torch.Tensor, dict, list]:
-    """``(answer loss, {probe and text terms}, [correct? per question])`` for one example."""
+def video_losses(model, adapter, probe, ex: Example, event_weight: float = 1.0, probe_layer: int = -1
+                 ) -> tuple[torch.Tensor, dict, list]:
+    """``(answer loss, {probe and text terms}, [correct? per question])`` for one example. The option, final and
+    name probes read the question tokens after decoder layer ``probe_layer`` (-1: the last)."""
     lm = adapter.lm
-    mid = [] if probe is not None else None
-    visual, _, tails = video_forward(model, adapter, ex, mid)
+    mid = {} if probe is not None else None
+    visual, _, tails = video_forward(model, adapter, ex, mid, probe_layer)
     offsets = np.cumsum([0] + [len(t) for t in ex.tails])
     answer_at = torch.tensor([o + len(t) - 3 for o, t in zip(offsets, ex.tails)])  # predicts the letter
     at = torch.stack([answer_at, answer_at + 1], dim=1)
@@ -325,17 +337,18 @@ def video_losses(model, adapter, probe, ex: Example, event_weight: float = 1.0) 
     cell = index % per_step
     parts["position"] = (F.cross_entropy(out[:, 36:41], cell // ex.cells[1])
                          + F.cross_entropy(out[:, 41:46], cell % ex.cells[1])
-                         + F.mse_loss(probe(mid[0])[:, 46], torch.log2(1.0 + (index // per_step).float())))
+                         + F.mse_loss(probe(mid["video"])[:, 46], torch.log2(1.0 + (index // per_step).float())))
     option_at = torch.tensor([o + e for o, ends in zip(offsets, ex.option_ends) for e in ends])
-    option_out = probe(tails[option_at])
+    read = mid["tails"]
+    option_out = probe(read[option_at])
     is_answer = torch.tensor([float(i == c) for c in ex.correct for i in range(4)], device=tails.device)
     parts["options"] = (F.binary_cross_entropy_with_logits(option_out[:, 31], is_answer)
                         + F.cross_entropy(option_out[:, 32:36], torch.arange(len(option_out), device=tails.device) % 4)
                         + _probe_loss(option_out, [v for q in ex.option_values for v in q]))
-    parts["final"] = _probe_loss(probe(tails[answer_at]), ex.final_values)
+    parts["final"] = _probe_loss(probe(read[answer_at]), ex.final_values)
     named = [(o + n, v) for o, n, v in zip(offsets, ex.name_at, ex.final_values) if n is not None]
     if named:
-        parts["name"] = _probe_loss(probe(tails[torch.tensor([n for n, _ in named])]), [v for _, v in named])
+        parts["name"] = _probe_loss(probe(read[torch.tensor([n for n, _ in named])]), [v for _, v in named])
     return loss, parts, correct
 
 
@@ -375,6 +388,8 @@ class Recipe:
     init: str | None = None
     """A run folder (or its ``checkpoint.pt``) whose model and probe weights this run starts from (a fresh optimiser
     and schedule): a later phase of a recipe in stages."""
+    probe_layer: int = -1
+    """The decoder layer whose output the option, final and name probes read (-1: the last, normed as always)."""
 
     def __post_init__(self):
         for name in ("steps", "videos_per_step", "warmup", "question_rounds", "n_validation", "validate_every",
@@ -394,6 +409,11 @@ class Recipe:
             if not (math.isfinite(value) and value >= (1e-12 if name == "lr" else 0)):
                 raise ValueError(f"{option(name.replace('_', '-'), value)} is invalid: it must be a finite number "
                                  f"{'> 0' if name == 'lr' else '>= 0 (0 turns it off)'}")
+        layers = MODEL_CONFIG["num_layers"]
+        if isinstance(self.probe_layer, bool) or not isinstance(self.probe_layer, int) or not (
+                -layers <= self.probe_layer < layers):
+            raise ValueError(f"{option('probe_layer', self.probe_layer)} is invalid: pass a decoder layer index from "
+                             f"0 to {layers - 1} (or -1, the last)")
         unknown = [k for k in self.kinds if k not in KINDS_V2]
         if unknown or not self.kinds:
             raise ValueError(f"{option('kinds', ','.join(self.kinds))} is invalid: pass kinds from "
@@ -491,7 +511,7 @@ class Trainer:
         totals, answer = {}, 0.0
         for ex in examples:  # one video at a time: gradients accumulate, memory stays one video's
             loss, parts, _ = video_losses(self.model, self.adapter, self.probe if r.aux_weight else None, ex,
-                                          r.event_weight)
+                                          r.event_weight, r.probe_layer)
             aux = sum(v for k, v in parts.items() if k != "text")
             total = loss + parts.get("text", 0.0) + r.aux_weight * aux
             (total / len(examples)).backward()
@@ -590,7 +610,7 @@ def recipe_args(r: Recipe) -> list[str]:
             f"--lengths {r.lengths[0]:g},{r.lengths[1]:g}", f"--ramp {r.ramp}", f"--aux-weight {r.aux_weight:g}",
             f"--event-weight {r.event_weight:g}", f"--seed {r.seed}", f"--question-rounds {r.question_rounds}",
             f"--validation-lengths {r.validation_lengths[0]:g},{r.validation_lengths[1]:g}",
-            f"--kinds {','.join(r.kinds)}"] + ([f"--init {r.init}"] if r.init else [])
+            f"--probe-layer {r.probe_layer}", f"--kinds {','.join(r.kinds)}"] + ([f"--init {r.init}"] if r.init else [])
 
 
 def _pair(text: str, name: str) -> tuple[float, float]:
@@ -619,6 +639,8 @@ def main(argv=None) -> None:
     p.add_argument("--question-rounds", type=int, default=d.question_rounds,
                    help="draws of the suite's questions per training video (each draw: one per kind)")
     p.add_argument("--validation-lengths", default="60,180")
+    p.add_argument("--probe-layer", type=int, default=d.probe_layer,
+                   help="decoder layer whose output the option, final and name probes read (-1: the last)")
     p.add_argument("--init", default=None, help="start from the weights of an earlier run (its --out folder): a later "
                    "phase of a staged recipe; the optimiser and schedule start fresh")
     p.add_argument("--kinds", default=",".join(KINDS_V2))
@@ -633,7 +655,7 @@ def main(argv=None) -> None:
                         _pair(a.lengths, "lengths"), a.ramp, a.aux_weight, a.event_weight, a.seed,
                         a.question_rounds, a.n_validation, _pair(a.validation_lengths, "validation-lengths"),
                         validate_every=a.validate_every, checkpoint_every=a.checkpoint_every, threads=a.threads,
-                        kinds=a.kinds.split(","), init=a.init)
+                        kinds=a.kinds.split(","), init=a.init, probe_layer=a.probe_layer)
         trainer = Trainer(a.out, recipe, device=a.device)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
