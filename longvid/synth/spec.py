@@ -77,7 +77,7 @@ MIN_EVENT_SECONDS = 2.0
 SECONDS_RANGE = (12.0, 3600.0)
 """Allowed video lengths in seconds; the suite targets 30 s to 30 min. 12 s is four 2 s events with margins."""
 
-_EVENT_SIZE = {1: (0.18, 0.26), 2: (0.11, 0.155)}  # diameter / min(width, height); v1 >= 40 px at 224, v2 15-22 px at 140
+_EVENT_SIZE = {1: (0.18, 0.26), 2: (0.11, 0.155)}  # diameter / min(width, height): v1 >= 40 px at 224, v2 15-22 at 140
 _EDGE = 0.02  # gap between a shape and its cell's edges, fraction of the frame side
 _TOKEN_CELLS = 5
 """v2 places each event inside one cell of a 5 x 5 grid: at 140 px, exactly one visual token's 28 px (see v2 above)."""
