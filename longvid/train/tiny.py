@@ -36,6 +36,11 @@ Losses (every one is in the training card; none supervises attention):
   is not in what attention reads from it; "where", "when", "order" and "after" need it there. Large VLMs learn it
   from their data; this probe states it (it teaches where and when a token is, never where to look).
 
+The ``options``, ``final`` and ``name`` probes read the output of decoder layer ``--probe-layer`` (default -1, the
+last). Read at the last layer they are learned where no attention can use them: the model then knows the answer's
+value and which option holds it, but not the letter (docs/tiny2.md); ``--probe-layer 3`` leaves two layers above
+them to map value -> option -> letter, and is what the documented runs use.
+
 All probe terms are summed with weight ``--aux-weight``. v1 also had an attention-guidance loss (a head told where
 to look); v2 has none, so where attention-scored methods find the evidence is the model's own doing.
 
@@ -45,7 +50,8 @@ more signal per second.
 
 Lengths follow a curriculum (``--start-lengths`` to ``--lengths``, log-uniform, ramped geometrically over
 ``--ramp`` steps): the suite's short videos teach what the shapes and questions are at ~1 % of the cost of a
-10-minute one, the final distribution is the issue's 1-10 minutes.
+10-minute one, the final distribution is the issue's 1-10 minutes. The documented model trains in two stages
+(``--init``): 12-24 s until it answers, then the ramp to 1-10 minutes; the commands are in docs/tiny2.md.
 """
 
 from __future__ import annotations
