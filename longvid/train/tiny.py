@@ -92,7 +92,7 @@ OBJ_SHAPES = ("none",) + tuple(SHAPES) + tuple(MOVER_SHAPES)
 PROBE_HEADS = {"color": (0, 7), "shape": (7, 14), "region": (14, 23), "quarter": (23, 27), "count": (27, 31),
                "is_answer": (31, 32), "letter": (32, 36), "row": (36, 41), "col": (41, 46), "time": (46, 47)}
 """Slices of the probe's 47 outputs."""
-PROBE_OUT = 47
+PROBE_OUT = max(end for _, end in PROBE_HEADS.values())
 TIME_LAYER = 2
 """The ``time`` probe reads the visual tokens' hidden states after this decoder layer (0-based)."""
 NAMING_KINDS = ("color", "shape", "where", "when", "after")
@@ -271,6 +271,7 @@ def video_forward(model, adapter, ex: Example, layer_out: dict | None = None, te
     positions = torch.cat([torch.arange(len(ex.prefix), device=device).expand(3, -1), ex.visual_positions],
                           dim=1)[:, None]
     cache = new_cache(lm.config)
+
     def capture(layer: int, name: str, skip: int = 0):
         def keep(module, args, output):
             hidden = output[0] if isinstance(output, tuple) else output
@@ -372,6 +373,10 @@ def accuracy(model, adapter, examples: list[Example]) -> dict[str, float]:
 
 
 # ----- the recipe and the trainer ---------------------------------------------------------------------------------
+RECIPE_BEFORE_FIELD = dict(question_rounds=1, init=None, probe_layer=-1)
+"""Recipe fields added after runs were written, with the behaviour those runs had (not today's defaults)."""
+
+
 @dataclass
 class Recipe:
     steps: int = 8000
@@ -471,7 +476,7 @@ class Trainer:
         if checkpoint.is_file():
             state = torch.load(checkpoint, weights_only=False, map_location=self.device)
             free = ("threads", "validate_every", "checkpoint_every")  # change the log, not the result
-            stored = asdict(Recipe()) | state["recipe"]  # fields added since take their defaults (the old behaviour)
+            stored = RECIPE_BEFORE_FIELD | state["recipe"]  # fields added since: what the run did without them
             if {k: v for k, v in stored.items() if k not in free} != {
                     k: v for k, v in asdict(recipe).items() if k not in free}:
                 raise ValueError(f"{checkpoint} was written by another recipe: {state['recipe']}; pass the same options "
