@@ -972,7 +972,7 @@ def eval_synth(
     methods: str = typer.Option("full,uniform,random,evs", help="Comma-separated methods (`longvid methods`)."),
     keep: str = typer.Option("0.5,0.25,0.1", help="Comma-separated keep ratios for every method but full."),
     length: str = typer.Option("60", help="Comma-separated video lengths in seconds (30 to 1800)."),
-    n: int = typer.Option(100, help="Questions per kind per length (6 kinds)."),
+    n: int = typer.Option(100, help="Questions per kind per length (7 kinds in suite v2, 6 in v1)."),
     seed: int = typer.Option(0, help="Picks the evaluation videos; any seed gives a fresh hold-out set."),
     fps: float = typer.Option(1.0, help="Frames per second sampled from each video."),
     model: Optional[str] = typer.Option(None, help="Checkpoint directory (default: the bundled longvid-tiny)."),

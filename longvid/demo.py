@@ -1,7 +1,7 @@
 """``longvid demo``: the whole pipeline on a generated video with ``longvid-tiny``, the model bundled in the package.
 
-longvid-tiny is a Qwen2-VL (transformers' own class, 1.2 M parameters) trained from scratch on the synthetic suite
-(`longvid.synth`), so its answers mean something: the demo writes a fresh evaluation video (seeds never used in
+longvid-tiny (longvid-tiny 2) is a Qwen2-VL (transformers' own class, 1.6 M parameters) trained from scratch on the
+synthetic suite (`longvid.synth`, version 2), so its answers mean something: the demo writes a fresh evaluation video (seeds never used in
 training), asks its questions with ``full`` and with reduction methods, prints each answer beside the truth with
 retention and timings, and draws which visual tokens each method kept (``keep_map.png``).
 

@@ -52,5 +52,5 @@ def test_lmms_eval_runs_longvid_end_to_end(task, tmp_path, bundled):
     letters = [re.search(r"\b([ABCD])\b", s["filtered_resps"]) for s in samples]  # as the task scores
     accuracy = sum(m is not None and m.group(1) == s["target"] for m, s in zip(letters, samples)) / 6
     assert results["results"]["longvid_synth"]["accuracy,none"] == pytest.approx(accuracy)
-    assert results["throughput"]["avg_retention"] == pytest.approx(0.5)
+    assert results["throughput"]["avg_retention"] == pytest.approx(0.5, abs=0.01)  # each video within one token
     assert results["throughput"]["avg_ttft"] > 0

@@ -64,7 +64,21 @@ def test_bundled_checkpoint_is_a_small_real_qwen2_vl():
     tok = AutoTokenizer.from_pretrained(path)
     assert "<|vision_start|><|video_pad|><|vision_end|>" in tok.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "hi"}]}], tokenize=False)
-    card, runs = json.loads((path / "longvid.json").read_text()), 0
+    card = json.loads((path / "longvid.json").read_text())
+    assert card["suite"] == 2 and card["losses"]["attention"].startswith("none")  # no attention supervision
+    assert all(split_of(s) == "train" for s in card["train_seeds"] + card["validation_seeds"]), card["command"]
+    link, runs = card, 1
+    while link.get("init_from"):  # the phase that made it, then the run it started from, and so on
+        link, runs = link["init_from"], runs + 1
+        assert link["recipe"]["seed"] == 0 and link["step"] > 0  # every phase trains on train-split seeds only
+    assert link["recipe"].get("init") is None and runs >= 2  # the chain ends in a run from scratch
+
+
+def test_v1_stays_bundled_with_its_training_chain():
+    from longvid.models import BUNDLED_MODELS
+
+    card, runs = json.loads((BUNDLED_MODELS["longvid-tiny-v1"] / "longvid.json").read_text()), 0
+    assert model_suite(BUNDLED_MODELS["longvid-tiny-v1"]) == 1
     while isinstance(card, dict):  # the run that made it, then the checkpoint it continued from, and so on
         assert all(split_of(s) == "train" for s in card["train_seeds"] + card["validation_seeds"]), card["command"]
         card, runs = card.get("init_from"), runs + 1
@@ -74,7 +88,7 @@ def test_bundled_checkpoint_is_a_small_real_qwen2_vl():
 def test_answers_held_out_questions_from_mp4_files(tiny, tmp_path):
     path, rows = suite_and_questions(tmp_path, 60.0, 10)
     correct = answer_all(tiny, path, rows)
-    assert len(correct) == 60
+    assert len(correct) == 70  # 10 per kind
     assert np.mean(correct) >= 0.9, np.mean(correct)  # it scores 60 / 60 here; see results/synth
 
 

@@ -149,6 +149,7 @@ def test_training_resumes_bit_for_bit_and_writes_its_card(bundled, tmp_path):
     card = json.loads((tmp_path / "a" / "qtsplus_card.json").read_text())
     assert card["steps_done"] == 2 and 0.05 <= card["mean_rho"] <= 0.5 and "lambda_s" in card["losses"]
     assert {"accuracy", "retention"} <= set(card["history"][-1])
+    assert card["data"] == "synth (suite v2)"  # the modules train on the videos longvid-tiny 2 knows
     for p in bundled.adapter.model.parameters():  # the trainer froze the model; give it back as it was
         p.requires_grad_(True)
 

@@ -24,7 +24,9 @@ def synthetic(tmp_path_factory):
     """A 60 s synthetic video longvid-tiny was trained on, and its colour question (so the answer is a letter)."""
     from longvid.synth import eval_seed, make_questions, make_video_spec, write_video
 
-    spec = make_video_spec(eval_seed(3), seconds=60)
+    from longvid.eval.synth import model_suite, tiny_model_path
+
+    spec = make_video_spec(eval_seed(3), seconds=60, version=model_suite(tiny_model_path()))  # the suite it knows
     path = write_video(spec, tmp_path_factory.mktemp("page") / "events.mp4")
     question = next(q for q in make_questions(spec) if q.kind == "color")
     return path, question

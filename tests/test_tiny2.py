@@ -178,6 +178,9 @@ def test_training_resumes_bit_for_bit(tmp_path):
     assert card["init_from"]["step"] == 3 and "--init" in card["command"]
     assert T.Trainer(tmp_path / "c", small_recipe(steps=1, init=str(tmp_path / "b"), probe_layer=2),
                      log=lambda _: None).init_from["step"] == 3  # resuming keeps the record
+    chained = T.Trainer(tmp_path / "d", small_recipe(steps=1, init=str(tmp_path / "c"), probe_layer=2),
+                        log=lambda _: None).init_from  # a third phase records the whole chain back to scratch
+    assert (chained["step"], chained["init_from"]["step"], chained["init_from"]["init_from"]) == (1, 3, None)
 
 
 def test_training_questions_add_draws_after_the_suites_own():

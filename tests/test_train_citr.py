@@ -33,6 +33,8 @@ def test_an_interrupted_run_continues_to_the_same_heads(bundled, tmp_path):
         torch.testing.assert_close(x, y, atol=0, rtol=0)
     card = json.loads((tmp_path / "a" / "citr_card.json").read_text())
     assert card["steps_done"] == 4 and card["history"][-1]["step"] == 4 and "SmoothL1" in card["losses"]
+    # the heads train on the videos the model knows: longvid-tiny 2's suite (v2: 140 px frames, 7 kinds)
+    assert card["data"] == "synth (suite v2)" and straight.example(0).frames.frames.shape[1:3] == (140, 140)
     with pytest.raises(ValueError, match="holds a CITR run with other settings"):
         Trainer(bundled, tmp_path / "a", CITRRecipe(steps=5, **RECIPE), log=lambda m: None).run()
 

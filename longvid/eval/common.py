@@ -16,7 +16,7 @@ from longvid.errors import option
 
 
 def tiny_model_path() -> Path:
-    """The bundled ``longvid-tiny`` checkpoint (trained by ``python -m longvid.train.tiny_v1``)."""
+    """The bundled ``longvid-tiny`` checkpoint: longvid-tiny 2 (``longvid train tiny``)."""
     from longvid.models import BUNDLED_MODELS
 
     return BUNDLED_MODELS["longvid-tiny"]

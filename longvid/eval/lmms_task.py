@@ -60,15 +60,17 @@ def process_results(doc, results):
 '''
 
 
-def write_synth_task(out: str | Path, *, n_videos: int = 10, length: float = 60.0, seed: int = 0) -> Path:
-    """Write ``out/videos`` (evaluation seeds from ``seed``, ``length`` s each, with ``questions.jsonl``) and
-    ``out/task`` (``longvid_synth.yaml`` + ``utils.py``, for ``--include_path``); returns ``out``."""
+def write_synth_task(out: str | Path, *, n_videos: int = 10, length: float = 60.0, seed: int = 0,
+                     version: int = 2) -> Path:
+    """Write ``out/videos`` (suite ``version``, the bundled longvid-tiny's by default; evaluation seeds from
+    ``seed``, ``length`` s each, with ``questions.jsonl``) and ``out/task`` (``longvid_synth.yaml`` + ``utils.py``,
+    for ``--include_path``); returns ``out``."""
     from longvid.synth.seeds import eval_seed
     from longvid.synth.suite import write_suite
 
     out = Path(out)
     videos = (out / "videos").resolve()
-    write_suite(videos, split="eval", n_videos=n_videos, seconds=length, seed=eval_seed(seed))
+    write_suite(videos, split="eval", n_videos=n_videos, seconds=length, seed=eval_seed(seed), version=version)
     task = out / "task"
     task.mkdir(parents=True)
     (task / "longvid_synth.yaml").write_text(TASK_YAML.format(questions=videos / "questions.jsonl"))

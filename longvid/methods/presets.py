@@ -16,8 +16,8 @@ from types import NoneType
 from longvid.errors import option, setting
 from longvid.methods.compose import Method
 from longvid.methods.frames.uniform import UniformFrames
-from longvid.methods.kv.citr import BUNDLED_HEADS, CITRPress
-from longvid.methods.tokens.qtsplus import BUNDLED_MODULES, QTSPlusSelector
+from longvid.methods.kv.citr import BUNDLED, CITRPress
+from longvid.methods.tokens.qtsplus import QTSPlusSelector
 from longvid.methods.tokens.similarity_merge import SimilarityMerge
 from longvid.methods.kv.knorm import KnormPress
 from longvid.methods.kv.pivotkv import PivotKV
@@ -130,7 +130,7 @@ def streamingllm(keep=None, budget=None, **settings) -> Method:
 
 
 def citr(keep=None, budget=None, **settings) -> Method:
-    settings.setdefault("heads", str(BUNDLED_HEADS))
+    settings.setdefault("heads", BUNDLED)
     stage = _stage("citr", CITRPress, keep, budget, settings, 0.25)
     return Method("citr", press=stage, keep=stage.keep)
 
@@ -139,7 +139,7 @@ def citr_merge(keep=None, budget=None, **settings) -> Method:
     """CITR's VideoMME setting: the similarity merge (threshold 0.4, at most 40 % merged) before the LLM, then the
     CITR press at ``keep`` of the merged video's visual entries."""
     merge = take(settings, SimilarityMerge)
-    settings.setdefault("heads", str(BUNDLED_HEADS))
+    settings.setdefault("heads", BUNDLED)
     press = _stage("citr-merge", CITRPress, keep, budget, settings, 0.25)
     return Method("citr-merge", token_reducers=[SimilarityMerge(**merge)], press=press, keep=press.keep)
 
@@ -148,7 +148,7 @@ def qtsplus(keep=None, budget=None, **settings) -> Method:
     if keep is not None or budget is not None:
         raise ValueError(f"method 'qtsplus' predicts its retention for each question; {option('keep')}/"
                          f"{option('budget')} do not apply ({setting('rho', 0.25)} forces one)")
-    settings.setdefault("modules", str(BUNDLED_MODULES))
+    settings.setdefault("modules", BUNDLED)
     stage = QTSPlusSelector(**take(settings, QTSPlusSelector))
     no_leftovers("qtsplus", settings, QTSPlusSelector)
     return Method("qtsplus", token_reducers=[stage])

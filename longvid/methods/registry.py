@@ -202,7 +202,7 @@ register(MethodSpec(
 register(MethodSpec(
     "prunevid", "token reducer + layer pruner", P + "prunevid",
     "alpha=0.4 (--keep sets alpha), layer at depth 10/32 (the paper's K=10 of 32 layers: 9 of a 28-layer LLM, "
-    "1 of 4 on longvid-tiny; --set layer=N fixes it), tau=0.8, temporal_segment_ratio=0.25, cluster_ratio=0.5, k=7",
+    "2 of 6 on longvid-tiny; --set layer=N fixes it), tau=0.8, temporal_segment_ratio=0.25, cluster_ratio=0.5, k=7",
     "https://arxiv.org/abs/2412.16117", query_aware=True, keep_is_retention=False))
 register(MethodSpec(
     "prunevid-merge", "token reducer", P + "prunevid_merge",
@@ -228,8 +228,9 @@ register(MethodSpec(
 register(MethodSpec(
     "citr", "KV press", P + "citr",
     "keep=0.25; retaining heads score each visual entry from its own q/k/v on arrival, each layer and KV head keeps "
-    "its top entries, the most recent 128 (at most a quarter of the budget) always; heads: the bundled ones, "
-    "trained for longvid-tiny (--set heads=DIR for another checkpoint's, from `longvid train citr`)",
+    "its top entries, the most recent 128 (at most a quarter of the budget) always; heads: the bundled set trained "
+    "for the model, if it is a bundled longvid-tiny (--set heads=DIR for another checkpoint's, from "
+    "`longvid train citr`)",
     "CITR (ACM MM 2025), Locret https://arxiv.org/abs/2410.01805"))
 register(MethodSpec(
     "citr-merge", "token reducer + KV press", P + "citr_merge",
@@ -242,7 +243,8 @@ register(MethodSpec(
     "learned: the question's embeddings score each visual token (cross-attention, max over heads and words), a "
     "budget head predicts the retention rho in [0.05, 0.5], the top min(ceil(rho M), n_max=512) tokens are kept in "
     "order and re-encoded (2 bidirectional blocks); kept tokens keep their positions (--set positions=faithful: 1-D, "
-    "as the released code); modules: the bundled ones, trained for longvid-tiny (--set modules=DIR)",
+    "as the released code); modules: the bundled set trained for the model, if it is a bundled longvid-tiny "
+    "(--set modules=DIR)",
     "https://arxiv.org/abs/2511.11910", query_aware=True, keep_ratio=False))
 register(MethodSpec(
     "random-kv", "KV press", P + "random_kv",

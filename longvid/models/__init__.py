@@ -23,8 +23,11 @@ ADAPTERS = {  # model_type -> "module:class" of its adapter (imported when a mod
     "qwen3_vl_moe": "longvid.models.qwen3_vl:Qwen3VLAdapter",
 }
 SUPPORTED_MODELS = tuple(ADAPTERS)
-BUNDLED_MODELS = {"longvid-tiny": Path(__file__).resolve().parent.parent / "assets" / "longvid-tiny"}
-"""Models inside the package, loadable by name: ``longvid.load("longvid-tiny")``, ``--model longvid-tiny``."""
+BUNDLED_MODELS = {name: Path(__file__).resolve().parent.parent / "assets" / name
+                  for name in ("longvid-tiny", "longvid-tiny-v1")}
+"""Models inside the package, loadable by name: ``longvid.load("longvid-tiny")``, ``--model longvid-tiny``.
+``longvid-tiny`` is longvid-tiny 2 (suite v2, `longvid.train.tiny`); ``longvid-tiny-v1`` the first one (suite
+v1, `longvid.train.tiny_v1`), kept so every v1 result stays reproducible without its 2 h 45 min of training."""
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -95,8 +98,8 @@ def read_json(path: Path) -> dict:
 
 def model_family(path: str | Path) -> str:
     """The ``model_type`` of a local checkpoint directory; raises if it is missing or unsupported."""
-    names = (f"a local checkpoint directory ({', '.join(SUPPORTED_MODELS)}), or {', '.join(BUNDLED_MODELS)} (the bundled "
-             "model)")
+    names = (f"a local checkpoint directory ({', '.join(SUPPORTED_MODELS)}), or {' or '.join(BUNDLED_MODELS)} (the "
+             "bundled models)")
     if not str(path).strip():
         raise ValueError(f"no model given: pass {option('path')} with {names}")
     path = resolve_model(path)

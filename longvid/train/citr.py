@@ -78,9 +78,9 @@ class Example:
     where: str  # for messages: a synthetic seed or a JSONL file:line
 
 
-def synth_example(adapter_fps: float, i: int, split: str, seed: int, lengths) -> Example:
-    """The ``i``-th example of a seeded stream: a synthetic video (train or eval seeds) and one of its questions,
-    answered with its letter (the answer the bundled model gives)."""
+def synth_example(adapter_fps: float, i: int, split: str, seed: int, lengths, version: int = 1) -> Example:
+    """The ``i``-th example of a seeded stream: a synthetic video of suite ``version`` (train or eval seeds) and one
+    of its questions, answered with its letter (the answer the bundled model gives)."""
     from longvid.synth import eval_seed, make_questions, make_video_spec, train_seed
     from longvid.synth.render import render_frames
     from longvid.synth.suite import sample_times
@@ -88,7 +88,7 @@ def synth_example(adapter_fps: float, i: int, split: str, seed: int, lengths) ->
 
     gen = np.random.default_rng([seed, i, 0 if split == "train" else 1])
     video_seed = (train_seed if split == "train" else eval_seed)(int(gen.integers(1_000_000)))
-    spec = make_video_spec(video_seed, seconds=float(gen.uniform(*lengths)))
+    spec = make_video_spec(video_seed, seconds=float(gen.uniform(*lengths)), version=version)
     questions = make_questions(spec)
     q = questions[int(gen.integers(len(questions)))]
     times = sample_times(spec.seconds, fps=adapter_fps)
@@ -96,6 +96,14 @@ def synth_example(adapter_fps: float, i: int, split: str, seed: int, lengths) ->
     info = VideoInfo(spec.video_id, spec.seconds, 4.0, int(spec.seconds * 4), frames.shape[2], frames.shape[1],
                      "h264", 0.0, None)
     return Example(Frames(frames, times, np.arange(len(times)), info), q.text, q.answer, f"seed {video_seed}")
+
+
+def model_suite_of(lm) -> int:
+    """The synthetic suite version ``lm``'s checkpoint was trained on (its card's ``suite``; 1 if it does not say):
+    the learned parts of a model train on the videos it knows."""
+    from longvid.eval.synth import model_suite
+
+    return model_suite(Path(lm.adapter.model.name_or_path or "."))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -144,7 +152,7 @@ def training_example(lm, rows: list[dict] | None, data: str, recipe, i: int, spl
     (train or eval seeds), or a row of the user's data, whose first ``held_out`` lines are held out when there are
     more lines than that."""
     if rows is None:
-        return synth_example(recipe.fps, i, split, recipe.seed, recipe.lengths)
+        return synth_example(recipe.fps, i, split, recipe.seed, recipe.lengths, model_suite_of(lm))
     from longvid.video.options import SamplingOptions
 
     if split == "train":
@@ -273,7 +281,8 @@ class Trainer:
         if not self.dp.main:
             return self.out
         self.heads.save(self.out)
-        card = dict(recipe=asdict(r), data=self.data, base=self.heads.base, steps_done=self.step, processes=self.dp.world,
+        data = f"synth (suite v{model_suite_of(self.lm)})" if self.data == "synth" else self.data
+        card = dict(recipe=asdict(r), data=data, base=self.heads.base, steps_done=self.step, processes=self.dp.world,
                     history=self.history, seconds_this_run=round(time.perf_counter() - t0, 1), command=command,
                     torch=torch.__version__, losses="SmoothL1(beta=1) of the heads' scores vs the labels over visual "
                     "tokens, mean over layers and KV heads; no other loss")

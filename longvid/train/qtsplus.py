@@ -267,7 +267,10 @@ class QTSTrainer:
         if not self.dp.main:
             return self.out
         self.modules.save(self.out)
-        card = dict(recipe=asdict(r), data=self.data, base=self.modules.base, steps_done=self.step,
+        from longvid.train.citr import model_suite_of
+
+        data = f"synth (suite v{model_suite_of(self.lm)})" if self.data == "synth" else self.data
+        card = dict(recipe=asdict(r), data=data, base=self.modules.base, steps_done=self.step,
                     history=self.history, mean_rho=self.rho_sum / max(1, self.rho_count), processes=self.dp.world,
                     seconds_this_run=round(time.perf_counter() - t0, 1), command=command, torch=torch.__version__,
                     losses="CE on the answer tokens and <|im_end|> through the frozen model + lambda_t (rho M)^2 / "

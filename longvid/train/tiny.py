@@ -471,7 +471,7 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.probe.load_state_dict(state["probe"])
             self.init_from = dict(path=str(recipe.init), step=state["step"], recipe=state["recipe"],
-                                  seconds=round(state["seconds"], 1))
+                                  seconds=round(state["seconds"], 1), init_from=state.get("init_from"))
             log(f"starting from {source} (step {state['step']})")
         if checkpoint.is_file():
             state = torch.load(checkpoint, weights_only=False, map_location=self.device)

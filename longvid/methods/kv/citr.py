@@ -15,7 +15,8 @@ family, sizes, and a fingerprint of its weights); loading them against another m
 **Press** (`CITRPress`): after each prefill chunk, each layer and KV head keeps its ``budget`` (or ``keep`` share of
 the visual tokens seen) visual entries with the highest predicted scores, the ``stabilizers`` most recent cached
 visual entries always kept (the tail of the cache after the chunk is appended, as the released code; at most a
-quarter of the budget, the ratio of the paper's NExT-QA setting, 128 of 512, so a small budget is not all stabilizers); the chat prefix before the video and the text are never evicted (the engine protects them).
+quarter of the budget, the ratio of the paper's NExT-QA setting, 128 of 512, so a small budget is not all
+stabilizers); the chat prefix before the video and the text are never evicted (the engine protects them).
 Deviation: the released code drops the stabilizers' protection on the last chunk of a prompt; a streaming session
 never knows which chunk is the last, so they are kept after every chunk (at most ``stabilizers`` of the budget).
 
@@ -36,7 +37,9 @@ from longvid.errors import setting
 from longvid.methods.base import KVPress, PrefillChunk
 
 CONFIG_NAME, WEIGHTS_NAME = "citr_config.json", "citr_heads.safetensors"
-BUNDLED_HEADS = Path(__file__).resolve().parents[2] / "assets" / "citr-longvid-tiny"  # trained for longvid-tiny
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+BUNDLED_HEADS = (ASSETS / "citr-longvid-tiny", ASSETS / "citr-longvid-tiny-v1")  # for the two bundled models
+BUNDLED = "bundled"  # the ``heads`` (and QTSplus ``modules``) value meaning: the set trained for this model, if bundled
 
 
 def base_description(model) -> dict:
@@ -66,6 +69,18 @@ def check_base(base: dict, model, what: str, name: str, command: str) -> None:
         diff = ", ".join(f"{k} {base[k]} vs {theirs.get(k)}" for k in wrong)
         raise ValueError(f"these {what} were trained for another model ({diff}); pass {name} trained for this "
                          f"checkpoint with {setting(name, 'DIR')} (`longvid train {command}` makes them)")
+
+
+def pick_bundled(candidates: list, model, what: str, name: str, command: str):
+    """Of learned parts shipped in the package (each with ``.base``), the set trained for ``model``; a one-line
+    ValueError if none was (the bundled sets are for the bundled models only)."""
+    theirs = base_description(model)
+    for parts in candidates:
+        if all(parts.base[k] == theirs.get(k) for k in parts.base):
+            return parts
+    raise ValueError(f"the bundled {what} were trained for another model (each bundled longvid-tiny has its own); "
+                     f"pass {name} trained for this checkpoint with {setting(name, 'DIR')} (`longvid train {command}` "
+                     "makes them)")
 
 
 def _rounded(w: torch.Tensor) -> bytes:
@@ -139,7 +154,11 @@ class CITRPress(KVPress):
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.heads, (str, Path)):
+        self._bundled = None
+        if self.heads == BUNDLED:  # chosen in check_model, by the model they were trained for
+            self._bundled = [RetainingHeads.load(d) for d in BUNDLED_HEADS if d.is_dir()]
+            self.heads = self._bundled[0]
+        elif isinstance(self.heads, (str, Path)):
             self.heads = RetainingHeads.load(self.heads)
         if not isinstance(self.heads, RetainingHeads):
             raise ValueError(f"CITR needs retaining heads: pass {setting('heads', 'DIR')} (a folder saved by "
@@ -148,6 +167,8 @@ class CITRPress(KVPress):
             raise ValueError(f"{setting('stabilizers', self.stabilizers)} is invalid: it must be 0 or more entries")
 
     def check_model(self, model) -> None:
+        if self._bundled is not None:
+            self.heads = pick_bundled(self._bundled, model, "CITR heads", "heads", "citr")
         self.heads.check_base(model)
 
     def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float, v=None):

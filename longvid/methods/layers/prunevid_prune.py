@@ -43,7 +43,7 @@ class PruneVidPrune(LayerPruner):
         Scoring layer (0-based); pruning applies from ``layer + 1`` on.
     depth : float
         Relative depth used when ``layer`` is None: ``floor(depth * num_layers + 0.5)``, so the paper's K=10 of 32
-        layers (0.3125) is layer 9 of Qwen2-VL-7B's 28 and layer 1 of longvid-tiny's 4.
+        layers (0.3125) is layer 9 of Qwen2-VL-7B's 28, layer 2 of longvid-tiny's 6 (v1: 1 of 4).
     """
 
     alpha: float = 0.4

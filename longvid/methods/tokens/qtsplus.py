@@ -45,7 +45,8 @@ from longvid.methods.base import TokenReducer
 from longvid.tokens import VisualTokens
 
 CONFIG_NAME, WEIGHTS_NAME = "qtsplus_config.json", "qtsplus.safetensors"
-BUNDLED_MODULES = Path(__file__).resolve().parents[2] / "assets" / "qtsplus-longvid-tiny"  # trained for longvid-tiny
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+BUNDLED_MODULES = (ASSETS / "qtsplus-longvid-tiny", ASSETS / "qtsplus-longvid-tiny-v1")  # for the bundled models
 
 
 class RMSNorm(torch.nn.Module):
@@ -255,10 +256,18 @@ class QTSPlusSelector(TokenReducer):
         if self.n_max is not None and (isinstance(self.n_max, bool) or not isinstance(self.n_max, int)
                                        or self.n_max < 1):
             raise ValueError(f"{setting('n_max', self.n_max)} is invalid: a positive token count (512: the recipe)")
-        if isinstance(self.modules, (str, Path)):
+        self._bundled = None
+        if self.modules == "bundled":  # chosen in check_model, by the model they were trained for
+            self._bundled = [QTSPlus.load(d) for d in BUNDLED_MODULES if d.is_dir()]
+            self.modules = self._bundled[0]
+        elif isinstance(self.modules, (str, Path)):
             self.modules = QTSPlus.load(self.modules)
 
     def check_model(self, model) -> None:
+        if self._bundled is not None:
+            from longvid.methods.kv.citr import pick_bundled
+
+            self.modules = pick_bundled(self._bundled, model, "QTSplus modules", "modules", "qtsplus")
         if self.modules is None:
             raise ValueError(f"QTSplus needs trained modules: pass {setting('modules', 'DIR')}")
         self.modules.check_base(model)
