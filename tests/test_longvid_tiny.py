@@ -85,11 +85,15 @@ def test_v1_stays_bundled_with_its_training_chain():
     assert card is None and runs >= 1  # the chain ends in a run from scratch
 
 
-def test_answers_held_out_questions_from_mp4_files(tiny, tmp_path):
-    path, rows = suite_and_questions(tmp_path, 60.0, 10)
+@pytest.mark.parametrize("seconds, n, bar", [(60.0, 10, 0.9), (300.0, 3, 0.8)])
+def test_answers_held_out_questions_from_mp4_files(tiny, tmp_path, seconds, n, bar):
+    """A CI-sized sample of what results/synth measures on 210 questions per length (95.7 / 96.7 / 98.1 / 94.8 % at
+    1 / 2 / 5 / 10 min, every kind >= 70 %). It scores 67 / 70 at 60 s and 19 / 21 at 300 s here (the misses are
+    `after` questions); the bars sit a few questions below."""
+    path, rows = suite_and_questions(tmp_path, seconds, n)
     correct = answer_all(tiny, path, rows)
-    assert len(correct) == 70  # 10 per kind
-    assert np.mean(correct) >= 0.9, np.mean(correct)  # it scores 60 / 60 here; see results/synth
+    assert len(correct) == 7 * n  # n per kind
+    assert np.mean(correct) >= bar, np.mean(correct)
 
 
 def test_near_chance_without_the_events(tiny, tmp_path):
@@ -126,5 +130,5 @@ def test_dropping_every_event_token_of_colour_questions_gives_chance(tiny, tmp_p
 
     full = np.mean(answer_all(tiny, path, rows))
     dropped = np.mean(answer_all(tiny, path, rows, method=drop))
-    assert full >= 0.9, full  # longvid-tiny scores 59 / 60 here
+    assert full >= 0.9, full  # colour: 100 % at every length in results/synth
     assert 0.13 <= dropped <= 0.37, dropped  # 60 questions: chance 25 % +- 2 binomial SE
