@@ -98,9 +98,9 @@ def test_answers_held_out_questions_from_mp4_files(tiny, tmp_path, seconds, n, b
 
 def test_near_chance_without_the_events(tiny, tmp_path):
     """Background-only videos (every event removed), same questions: the text alone must not give the answer."""
-    path, rows = suite_and_questions(tmp_path, 30.0, 50, blank=True)
+    path, rows = suite_and_questions(tmp_path, 30.0, 30, blank=True)
     accuracy = np.mean(answer_all(tiny, path, rows))
-    assert 0.18 <= accuracy <= 0.32, accuracy
+    assert 0.18 <= accuracy <= 0.32, accuracy  # 210 questions: chance 25 % +- 2.3 binomial SE; it scores 27.1 %
 
 
 class DropEvents(TokenReducer):
@@ -130,5 +130,5 @@ def test_dropping_every_event_token_of_colour_questions_gives_chance(tiny, tmp_p
 
     full = np.mean(answer_all(tiny, path, rows))
     dropped = np.mean(answer_all(tiny, path, rows, method=drop))
-    assert full >= 0.9, full  # colour: 100 % at every length in results/synth
-    assert 0.13 <= dropped <= 0.37, dropped  # 60 questions: chance 25 % +- 2 binomial SE
+    assert full >= 0.9, full  # longvid-tiny scores 60 / 60 here
+    assert 0.13 <= dropped <= 0.37, dropped  # 60 questions: chance 25 % +- 2 binomial SE; it scores 28.3 %
