@@ -257,7 +257,9 @@ class QTSPlusSelector(TokenReducer):
                                        or self.n_max < 1):
             raise ValueError(f"{setting('n_max', self.n_max)} is invalid: a positive token count (512: the recipe)")
         self._bundled = None
-        if self.modules == "bundled":  # chosen in check_model, by the model they were trained for
+        from longvid.methods.kv.citr import BUNDLED
+
+        if self.modules == BUNDLED:  # chosen in check_model, by the model they were trained for
             self._bundled = [QTSPlus.load(d) for d in BUNDLED_MODULES if d.is_dir()]
             self.modules = self._bundled[0]
         elif isinstance(self.modules, (str, Path)):
