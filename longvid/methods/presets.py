@@ -16,7 +16,8 @@ from types import NoneType
 from longvid.errors import option, setting
 from longvid.methods.compose import Method
 from longvid.methods.frames.uniform import UniformFrames
-from longvid.methods.kv.citr import BUNDLED, CITRPress
+from longvid.methods.kv.citr import CITRPress
+from longvid.methods.learned import BUNDLED
 from longvid.methods.tokens.qtsplus import QTSPlusSelector
 from longvid.methods.tokens.similarity_merge import SimilarityMerge
 from longvid.methods.kv.knorm import KnormPress

@@ -26,7 +26,6 @@ section 1.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,56 +34,10 @@ import torch
 
 from longvid.errors import setting
 from longvid.methods.base import KVPress, PrefillChunk
+from longvid.methods.learned import ASSETS, base_description, check_base, load_setting, settle
 
 CONFIG_NAME, WEIGHTS_NAME = "citr_config.json", "citr_heads.safetensors"
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BUNDLED_HEADS = (ASSETS / "citr-longvid-tiny", ASSETS / "citr-longvid-tiny-v1")  # for the two bundled models
-BUNDLED = "bundled"  # the ``heads`` (and QTSplus ``modules``) value meaning: the set trained for this model, if bundled
-
-
-def base_description(model) -> dict:
-    """What the heads are tied to, from a model adapter: family, LLM sizes, and a fingerprint of the LLM's weights
-    (SHA-256 over a fixed sample of the embedding and of every layer's q/k/v projections, rounded to bfloat16 first,
-    so the same checkpoint loaded in float32, bfloat16 or float16 has one fingerprint)."""
-    config = model.lm.config
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        digest.update(_rounded(model.lm.embed_tokens.weight[:64]))
-        for layer in model.lm.layers:
-            attn = layer.self_attn
-            for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
-                digest.update(_rounded(proj.weight[:8]))
-    return dict(family=model.family, num_layers=len(model.lm.layers), hidden_size=config.hidden_size,
-                num_attention_heads=config.num_attention_heads, num_key_value_heads=config.num_key_value_heads,
-                head_dim=model.lm.layers[0].self_attn.head_dim, fingerprint=digest.hexdigest()[:16])
-
-
-def check_base(base: dict, model, what: str, name: str, command: str) -> None:
-    """A one-line ValueError unless ``model`` (an adapter) is the one learned parts described by ``base`` (their
-    `base_description`) were trained for: ``what`` names the parts, ``name`` their setting, ``command`` the
-    ``longvid train`` command that makes them."""
-    theirs = base_description(model)
-    wrong = [k for k in base if base[k] != theirs.get(k)]
-    if wrong:
-        diff = ", ".join(f"{k} {base[k]} vs {theirs.get(k)}" for k in wrong)
-        raise ValueError(f"these {what} were trained for another model ({diff}); pass {name} trained for this "
-                         f"checkpoint with {setting(name, 'DIR')} (`longvid train {command}` makes them)")
-
-
-def pick_bundled(candidates: list, model, what: str, name: str, command: str):
-    """Of learned parts shipped in the package (each with ``.base``), the set trained for ``model``; a one-line
-    ValueError if none was (the bundled sets are for the bundled models only)."""
-    theirs = base_description(model)
-    for parts in candidates:
-        if all(parts.base[k] == theirs.get(k) for k in parts.base):
-            return parts
-    raise ValueError(f"the bundled {what} were trained for another model (each bundled longvid-tiny has its own); "
-                     f"pass {name} trained for this checkpoint with {setting(name, 'DIR')} (`longvid train {command}` "
-                     "makes them)")
-
-
-def _rounded(w: torch.Tensor) -> bytes:
-    return w.detach().to(torch.bfloat16).float().cpu().numpy().tobytes()
 
 
 class RetainingHeads(torch.nn.Module):
@@ -154,12 +107,7 @@ class CITRPress(KVPress):
 
     def __post_init__(self):
         super().__post_init__()
-        self._bundled = None
-        if self.heads == BUNDLED:  # chosen in check_model, by the model they were trained for
-            self._bundled = [RetainingHeads.load(d) for d in BUNDLED_HEADS if d.is_dir()]
-            self.heads = self._bundled[0]
-        elif isinstance(self.heads, (str, Path)):
-            self.heads = RetainingHeads.load(self.heads)
+        self.heads, self._bundled = load_setting(self.heads, BUNDLED_HEADS, RetainingHeads.load)
         if not isinstance(self.heads, RetainingHeads):
             raise ValueError(f"CITR needs retaining heads: pass {setting('heads', 'DIR')} (a folder saved by "
                              "RetainingHeads.save)")
@@ -167,9 +115,7 @@ class CITRPress(KVPress):
             raise ValueError(f"{setting('stabilizers', self.stabilizers)} is invalid: it must be 0 or more entries")
 
     def check_model(self, model) -> None:
-        if self._bundled is not None:
-            self.heads = pick_bundled(self._bundled, model, "CITR heads", "heads", "citr")
-        self.heads.check_base(model)
+        self.heads = settle(self.heads, self._bundled, model, "CITR heads", "heads", "citr")
 
     def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float, v=None):
         with torch.no_grad():

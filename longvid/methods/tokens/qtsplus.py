@@ -42,10 +42,10 @@ import torch
 
 from longvid.errors import setting
 from longvid.methods.base import TokenReducer
+from longvid.methods.learned import ASSETS, base_description, check_base, load_setting, settle
 from longvid.tokens import VisualTokens
 
 CONFIG_NAME, WEIGHTS_NAME = "qtsplus_config.json", "qtsplus.safetensors"
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BUNDLED_MODULES = (ASSETS / "qtsplus-longvid-tiny", ASSETS / "qtsplus-longvid-tiny-v1")  # for the bundled models
 
 
@@ -108,8 +108,6 @@ class QTSPlus(torch.nn.Module):
     @classmethod
     def for_model(cls, model, seed: int = 0, **config) -> QTSPlus:
         """Fresh modules for a model adapter, seeded."""
-        from longvid.methods.kv.citr import base_description
-
         torch.manual_seed(seed)
         return cls(base_description(model), **config)
 
@@ -179,8 +177,6 @@ class QTSPlus(torch.nn.Module):
         return modules.eval()
 
     def check_base(self, model) -> None:
-        from longvid.methods.kv.citr import check_base
-
         check_base(self.base, model, "QTSplus modules", "modules", "qtsplus")
 
 
@@ -256,23 +252,12 @@ class QTSPlusSelector(TokenReducer):
         if self.n_max is not None and (isinstance(self.n_max, bool) or not isinstance(self.n_max, int)
                                        or self.n_max < 1):
             raise ValueError(f"{setting('n_max', self.n_max)} is invalid: a positive token count (512: the recipe)")
-        self._bundled = None
-        from longvid.methods.kv.citr import BUNDLED
-
-        if self.modules == BUNDLED:  # chosen in check_model, by the model they were trained for
-            self._bundled = [QTSPlus.load(d) for d in BUNDLED_MODULES if d.is_dir()]
-            self.modules = self._bundled[0]
-        elif isinstance(self.modules, (str, Path)):
-            self.modules = QTSPlus.load(self.modules)
+        self.modules, self._bundled = load_setting(self.modules, BUNDLED_MODULES, QTSPlus.load)
 
     def check_model(self, model) -> None:
-        if self._bundled is not None:
-            from longvid.methods.kv.citr import pick_bundled
-
-            self.modules = pick_bundled(self._bundled, model, "QTSplus modules", "modules", "qtsplus")
         if self.modules is None:
             raise ValueError(f"QTSplus needs trained modules: pass {setting('modules', 'DIR')}")
-        self.modules.check_base(model)
+        self.modules = settle(self.modules, self._bundled, model, "QTSplus modules", "modules", "qtsplus")
         if self.positions == "faithful" and model.time_row is None:
             raise ValueError(f"{setting('positions', 'faithful')} renumbers the video's positions, but this model "
                              "writes time as text between frames; pass positions=kept")
