@@ -27,8 +27,7 @@ takes its own examples, gradients are averaged, so a step sees N examples); the 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from longvid.errors import check_positive, option
+from longvid.train.common import PartsTrainer
 
 
 @dataclass
@@ -165,28 +165,19 @@ def training_example(lm, rows: list[dict] | None, data: str, recipe, i: int, spl
                    f"{data}:{row['line']}")
 
 
-class Trainer:
+class Trainer(PartsTrainer):
     """Seeded, resumable training of `RetainingHeads` for ``lm`` (a `LongVid`)."""
+
+    kind, card_name, parts_key = "CITR", "citr_card.json", "heads"
 
     def __init__(self, lm, out: str | Path, recipe: CITRRecipe, data: str = "synth", log=print, progress=None):
         from longvid.methods.kv.citr import RetainingHeads
 
-        self.lm, self.recipe, self.log, self.progress = lm, recipe, log, progress
-        self.out = Path(out)
-        self.data = data
-        self.rows = training_rows(lm, data)
-        self.heads = RetainingHeads.for_model(lm.adapter, hidden=recipe.hidden, seed=recipe.seed).to(lm.adapter.device)
+        super().__init__(lm, out, recipe, data, log, progress)
+        self.heads = self.parts = RetainingHeads.for_model(lm.adapter, hidden=recipe.hidden, seed=recipe.seed).to(
+            lm.adapter.device)
         self.optimizer = torch.optim.AdamW(self.heads.parameters(), lr=recipe.lr, betas=recipe.betas,
                                            weight_decay=recipe.weight_decay)
-        self.step, self.history = 0, []
-        self._held_out = None
-        from longvid.train.common import DataParallel
-
-        self.dp = DataParallel()
-
-    # ----- data ----------------------------------------------------------------------------------------------
-    def example(self, i: int, split: str = "train") -> Example:
-        return training_example(self.lm, self.rows, self.data, self.recipe, i, split)
 
     def captured(self, ex: Example):
         from longvid.train.citr_labels import labels_and_inputs
@@ -199,7 +190,7 @@ class Trainer:
         pred = torch.stack([self.heads(layer, *qkv)[0] for layer, qkv in enumerate(inputs)])  # (L, H_kv, n)
         return F.smooth_l1_loss(pred, labels.to(pred.device), beta=1.0), pred
 
-    def train_step(self) -> float:
+    def train_step(self) -> dict:
         labels, inputs = self.captured(self.example(self.dp.index(self.step)))
         for group in self.optimizer.param_groups:
             group["lr"] = self.recipe.lr_at(self.step)
@@ -210,16 +201,13 @@ class Trainer:
         torch.nn.utils.clip_grad_value_(self.heads.parameters(), self.recipe.clip)
         self.optimizer.step()
         self.step += 1
-        return float(loss.detach())
+        return dict(loss=float(loss.detach()))
 
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Held-out loss and the top-10 % / top-25 % overlap of predicted and true rankings, per head, averaged."""
-        if self._held_out is None:
-            n = self.recipe.held_out if self.rows is None else min(self.recipe.held_out, len(self.rows))
-            self._held_out = [self.captured(self.example(i, "eval")) for i in range(n)]
         losses, overlaps = [], {0.1: [], 0.25: []}
-        for labels, inputs in self._held_out:
+        for labels, inputs in self.held_out(self.captured):
             loss, pred = self.loss(labels, inputs)
             losses.append(float(loss))
             n = labels.shape[-1]
@@ -231,61 +219,14 @@ class Trainer:
         return dict(step=self.step, loss=float(np.mean(losses)), top10=float(np.mean(overlaps[0.1])),
                     top25=float(np.mean(overlaps[0.25])))
 
-    # ----- checkpoints ---------------------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        tmp = self.out / "checkpoint.pt.tmp"
-        torch.save(dict(step=self.step, heads=self.heads.state_dict(), optimizer=self.optimizer.state_dict(),
-                        history=self.history, recipe=asdict(self.recipe), data=self.data, base=self.heads.base), tmp)
-        tmp.replace(self.out / "checkpoint.pt")
+    def report(self, recent: list[dict], last: dict | None) -> tuple[str, str | None]:
+        info = f"loss {np.mean([x['loss'] for x in recent]):.3f}"
+        if last is None:
+            return info, None
+        return (f"{info}, held-out top-10% {100 * last['top10']:.0f}% top-25% {100 * last['top25']:.0f}%",
+                f"step {last['step']}: train loss {last.get('train_loss', float('nan')):.4f}, held-out loss "
+                f"{last['loss']:.4f}, top-10% overlap {100 * last['top10']:.1f}%, top-25% {100 * last['top25']:.1f}%")
 
-    def resume(self) -> bool:
-        path = self.out / "checkpoint.pt"
-        if not path.exists():
-            return False
-        state = torch.load(path, weights_only=False, map_location=self.lm.adapter.device)
-        if state["recipe"] != asdict(self.recipe) or state["data"] != self.data or state.get("base") != self.heads.base:
-            raise ValueError(f"{option('out', str(self.out))} holds a CITR run with other settings; pass another "
-                             f"{option('out')} or the same settings to continue it")
-        self.heads.load_state_dict(state["heads"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.history = state["step"], state["history"]
-        return True
-
-    def run(self, command: str = "") -> Path:
-        from longvid.output import writable_folder
-
-        r = self.recipe
-        if self.dp.main:
-            writable_folder(self.out, option="out")
-        self.dp.barrier()
-        if self.resume() and self.dp.main:
-            self.log(f"continuing {self.out} from step {self.step} of {r.steps}")
-        t0, recent = time.perf_counter(), []
-        while self.step < r.steps:
-            recent = (recent + [self.train_step()])[-50:]
-            if not self.dp.main:
-                continue
-            if self.progress is not None:
-                last = self.history[-1] if self.history else None
-                info = f"loss {np.mean(recent):.3f}" + (f", held-out top-10% {100 * last['top10']:.0f}% top-25% "
-                                                        f"{100 * last['top25']:.0f}%" if last else "")
-                self.progress(self.step, r.steps, info)
-            if self.step % r.eval_every == 0 or self.step == r.steps:
-                self.history.append(self.evaluate() | dict(train_loss=float(np.mean(recent))))
-                self.log(f"step {self.step}: train loss {self.history[-1]['train_loss']:.4f}, held-out loss "
-                         f"{self.history[-1]['loss']:.4f}, top-10% overlap {100 * self.history[-1]['top10']:.1f}%, "
-                         f"top-25% {100 * self.history[-1]['top25']:.1f}%")
-            if self.step % r.checkpoint_every == 0 or self.step == r.steps:
-                self.save_checkpoint()
-        self.dp.barrier()
-        if not self.dp.main:
-            return self.out
-        self.heads.save(self.out)
-        data = f"synth (suite v{model_suite_of(self.lm)})" if self.data == "synth" else self.data
-        card = dict(recipe=asdict(r), data=data, base=self.heads.base, steps_done=self.step, processes=self.dp.world,
-                    history=self.history, seconds_this_run=round(time.perf_counter() - t0, 1), command=command,
-                    torch=torch.__version__, losses="SmoothL1(beta=1) of the heads' scores vs the labels over visual "
-                    "tokens, mean over layers and KV heads; no other loss")
-        (self.out / "citr_card.json").write_text(json.dumps(card, indent=1) + "\n")
-        return self.out
-
+    def card(self) -> dict:
+        return dict(losses="SmoothL1(beta=1) of the heads' scores vs the labels over visual tokens, mean over layers "
+                           "and KV heads; no other loss")

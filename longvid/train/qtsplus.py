@@ -28,10 +28,8 @@ examples, gradients are averaged; `longvid.train.common.DataParallel`); the test
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from longvid.errors import check_positive, option
+from longvid.train.common import PartsTrainer
 
 
 @dataclass
@@ -97,36 +96,26 @@ class QTSRecipe:
         return self.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, self.steps - warm)))
 
 
-class QTSTrainer:
+class QTSTrainer(PartsTrainer):
     """Seeded, resumable training of `QTSPlus` modules for ``lm`` (a `LongVid`)."""
+
+    kind, card_name, parts_key = "QTSplus", "qtsplus_card.json", "modules"
 
     def __init__(self, lm, out: str | Path, recipe: QTSRecipe, data: str = "synth", log=print, progress=None):
         from longvid.methods.tokens.qtsplus import QTSPlus
-        from longvid.train.citr import training_rows
 
-        self.lm, self.recipe, self.log, self.progress = lm, recipe, log, progress
-        self.out, self.data = Path(out), data
-        self.rows = training_rows(lm, data)
+        super().__init__(lm, out, recipe, data, log, progress)
         r = recipe
-        self.modules = QTSPlus.for_model(lm.adapter, seed=r.seed, scoring_layers=r.scoring_layers,
-                                         reencode_layers=r.reencode_layers, rho_min=r.rho_min, rho_max=r.rho_max)
+        self.modules = self.parts = QTSPlus.for_model(lm.adapter, seed=r.seed, scoring_layers=r.scoring_layers,
+                                                      reencode_layers=r.reencode_layers, rho_min=r.rho_min,
+                                                      rho_max=r.rho_max)
         if r.init_from_llm:
             self.modules.init_from_llm(lm.adapter.lm)
         self.modules.to(lm.adapter.device).train()
         for p in lm.adapter.model.parameters():
             p.requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.modules.parameters(), lr=r.lr, weight_decay=r.weight_decay)
-        self.step, self.history, self.rho_sum, self.rho_count = 0, [], 0.0, 0
-        self._held_out = None
-        from longvid.train.common import DataParallel
-
-        self.dp = DataParallel()
-
-    # ----- data ----------------------------------------------------------------------------------------------
-    def example(self, i: int, split: str = "train"):
-        from longvid.train.citr import training_example
-
-        return training_example(self.lm, self.rows, self.data, self.recipe, i, split)
+        self.rho_sum, self.rho_count = 0.0, 0
 
     # ----- the differentiable path ---------------------------------------------------------------------------
     def example_loss(self, ex, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -202,78 +191,32 @@ class QTSTrainer:
         """The pipeline's greedy accuracy on the held-out examples with the inference selector, and its retention."""
         from longvid.eval.synth import parse_letter
 
-        if self._held_out is None:
-            n = self.recipe.held_out if self.rows is None else min(self.recipe.held_out, len(self.rows))
-            self._held_out = [self.example(i, "eval") for i in range(n)]
         self.modules.eval()
         hits, kept = [], []
-        for ex in self._held_out:
+        for ex in self.held_out():
             a = self.lm.ask(ex.frames, ex.question, method=self.method(), max_new_tokens=2)
             hits.append((parse_letter(a.text) or a.text.strip()) == ex.answer.strip())
             kept.append(a.stats.retention)
         self.modules.train()
         return dict(step=self.step, accuracy=float(np.mean(hits)), retention=float(np.mean(kept)))
 
-    # ----- checkpoints ---------------------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        tmp = self.out / "checkpoint.pt.tmp"
-        torch.save(dict(step=self.step, modules=self.modules.state_dict(), optimizer=self.optimizer.state_dict(),
-                        history=self.history, rho=(self.rho_sum, self.rho_count), recipe=asdict(self.recipe),
-                        data=self.data, base=self.modules.base), tmp)
-        tmp.replace(self.out / "checkpoint.pt")
+    def report(self, recent: list[dict], last: dict | None) -> tuple[str, str | None]:
+        info = f"loss {np.mean([x['loss'] for x in recent]):.3f}, rho {np.mean([x['rho'] for x in recent]):.2f}"
+        if last is None:
+            return info, None
+        return (f"{info}, held-out {100 * last['accuracy']:.0f}% at retention {last['retention']:.2f}",
+                f"step {last['step']}: train loss {last.get('train_loss', float('nan')):.4f} (answer CE "
+                f"{last.get('train_ce', float('nan')):.4f}), held-out accuracy {100 * last['accuracy']:.1f}% at mean "
+                f"retention {last['retention']:.3f}")
 
-    def resume(self) -> bool:
-        path = self.out / "checkpoint.pt"
-        if not path.exists():
-            return False
-        state = torch.load(path, weights_only=False, map_location=self.lm.adapter.device)
-        if state["recipe"] != asdict(self.recipe) or state["data"] != self.data or state["base"] != self.modules.base:
-            raise ValueError(f"{option('out', str(self.out))} holds a QTSplus run with other settings; pass another "
-                             f"{option('out')} or the same settings to continue it")
-        self.modules.load_state_dict(state["modules"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.history = state["step"], state["history"]
+    # ----- checkpoints: the running mean of rho travels with them --------------------------------------------
+    def state(self) -> dict:
+        return dict(rho=(self.rho_sum, self.rho_count))
+
+    def load_state(self, state: dict) -> None:
         self.rho_sum, self.rho_count = state["rho"]
-        return True
 
-    def run(self, command: str = "") -> Path:
-        from longvid.output import writable_folder
-
-        r = self.recipe
-        if self.dp.main:
-            writable_folder(self.out, option="out")
-        self.dp.barrier()
-        if self.resume() and self.dp.main:
-            self.log(f"continuing {self.out} from step {self.step} of {r.steps}")
-        t0, recent = time.perf_counter(), []
-        while self.step < r.steps:
-            recent = (recent + [self.train_step()])[-50:]
-            if not self.dp.main:
-                continue
-            if self.progress is not None:
-                last = self.history[-1] if self.history else None
-                info = (f"loss {np.mean([x['loss'] for x in recent]):.3f}, rho {np.mean([x['rho'] for x in recent]):.2f}"
-                        + (f", held-out {100 * last['accuracy']:.0f}% at retention {last['retention']:.2f}"
-                           if last else ""))
-                self.progress(self.step, r.steps, info)
-            if self.step % r.eval_every == 0 or self.step == r.steps:
-                row = self.evaluate() | {f"train_{k}": float(np.mean([x[k] for x in recent])) for k in recent[0]}
-                self.history.append(row)
-                self.log(f"step {self.step}: train loss {row['train_loss']:.4f} (answer CE {row['train_ce']:.4f}), "
-                         f"held-out accuracy {100 * row['accuracy']:.1f}% at mean retention {row['retention']:.3f}")
-            if self.step % r.checkpoint_every == 0 or self.step == r.steps:
-                self.save_checkpoint()
-        self.dp.barrier()
-        if not self.dp.main:
-            return self.out
-        self.modules.save(self.out)
-        from longvid.train.citr import model_suite_of
-
-        data = f"synth (suite v{model_suite_of(self.lm)})" if self.data == "synth" else self.data
-        card = dict(recipe=asdict(r), data=data, base=self.modules.base, steps_done=self.step,
-                    history=self.history, mean_rho=self.rho_sum / max(1, self.rho_count), processes=self.dp.world,
-                    seconds_this_run=round(time.perf_counter() - t0, 1), command=command, torch=torch.__version__,
+    def card(self) -> dict:
+        return dict(mean_rho=self.rho_sum / max(1, self.rho_count),
                     losses="CE on the answer tokens and <|im_end|> through the frozen model + lambda_t (rho M)^2 / "
                            "n_max^2 + lambda_m rho M / n_max + lambda_s (rho - running mean rho)^2")
-        (self.out / "qtsplus_card.json").write_text(json.dumps(card, indent=1) + "\n")
-        return self.out
