@@ -693,6 +693,9 @@ def train_citr(
     held_out: int = typer.Option(24, help="Held-out examples (evaluation seeds, or the data's first lines)."),
     eval_every: int = typer.Option(250, help="Steps between held-out evaluations."),
     checkpoint_every: int = typer.Option(100, help="Steps between checkpoints."),
+    labels: str = typer.Option("answer", help="Where the labels come from: answer (the paper's: the answer's "
+                                              "attention onto each visual token) or prompt (the question's, after "
+                                              "the video: for models that read the evidence at the question)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
 ):
@@ -701,7 +704,8 @@ def train_citr(
     from longvid.train.citr import CITRRecipe, Trainer
 
     recipe = CITRRecipe(steps=steps, lr=lr, hidden=hidden, seed=seed, lengths=min_max(lengths, "--lengths", "30,60"),
-                        fps=fps, held_out=held_out, eval_every=eval_every, checkpoint_every=checkpoint_every)
+                        fps=fps, held_out=held_out, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                        labels=labels)
     import longvid
 
     from longvid.train.common import local_device

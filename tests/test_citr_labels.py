@@ -2,7 +2,8 @@
 equal transformers' own eager attention map (up to each row's softmax constant) on every family, given the engine's
 positions (the original Qwen layout, pinned against transformers in test_engine.py, which also records where
 transformers 5.23+ places text after a video differently); plain 1-D positions, the released code's bug, give other
-labels; labels are the logits' maxima over the query-head group and the answer rows.
+labels; labels are the logits' maxima over the query-head group and the answer rows (or, ``rows="prompt"``, the
+prompt's text after the video).
 
     pytest tests/test_citr_labels.py -q
 """
@@ -24,9 +25,10 @@ def eager(tiny_dirs, family):
     return longvid.load(tiny_dirs[family], attn_implementation="eager")
 
 
-def test_logits_equal_transformers_eager_attention_at_its_own_positions(eager, frames):
+@pytest.mark.parametrize("rows", ["answer", "prompt"])
+def test_logits_equal_transformers_eager_attention_at_its_own_positions(eager, frames, rows):
     a = eager.adapter
-    raw = answer_attention(eager, frames, QUESTION, ANSWER, reduce=False)  # (layers, H_q, n_answer, n_visual)
+    raw = answer_attention(eager, frames, QUESTION, ANSWER, reduce=False, rows=rows)  # (layers, H_q, n_rows, n_visual)
     answer_ids = a.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
     kwargs = a.generate_inputs(frames.frames, frames.timestamps, QUESTION)
     n_prompt = kwargs["input_ids"].shape[1]
@@ -43,8 +45,9 @@ def test_logits_equal_transformers_eager_attention_at_its_own_positions(eager, f
     with torch.inference_mode():
         attentions = a.model(**kwargs, position_ids=hf_position_ids(positions), output_attentions=True).attentions
     visual = len(enc.prefix_ids) + enc.block.visual.nonzero().flatten()  # the same prompt, token for token
-    answer_rows = torch.arange(n_prompt, n_prompt + len(answer_ids))
-    assert raw.shape == (len(attentions), a.lm.config.num_attention_heads, len(answer_ids), len(visual))
+    answer_rows = (torch.arange(n_prompt, n_prompt + len(answer_ids)) if rows == "answer" else  # the answer, or
+                   torch.arange(len(enc.prefix_ids) + len(enc.block), n_prompt))  # the text after the video block
+    assert raw.shape == (len(attentions), a.lm.config.num_attention_heads, len(answer_rows), len(visual))
     for layer, probs in enumerate(attentions):
         logp = probs[0][:, answer_rows][:, :, visual].float().log()  # = logit - the row's logsumexp
         ours = raw[layer]

@@ -67,16 +67,18 @@ def test_users_jsonl_is_checked_line_by_line(bundled, tmp_path, video_path):
 def test_the_cli_trains_heads_the_method_loads(tmp_path, frames, bundled):
     out = tmp_path / "heads"
     r = subprocess.run([sys.executable, "-m", "longvid", "train", "citr", "--out", str(out), "--steps", "3",
-                        "--hidden", "16", "--held-out", "2", "--eval-every", "3", "--lengths", "20,30"],
-                       capture_output=True, text=True, timeout=300)
+                        "--hidden", "16", "--held-out", "2", "--eval-every", "3", "--lengths", "20,30",
+                        "--labels", "prompt"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "step 3: train loss" in r.stderr and f"heads: {out}" in r.stdout
+    assert json.loads((out / "citr_card.json").read_text())["recipe"]["labels"] == "prompt"  # the question's rows
     import longvid
 
     method = longvid.get_method("citr", keep=0.5, heads=str(out))
     answer = bundled.ask(frames, "What moved?", method=method, max_new_tokens=1)
     assert answer.stats.kept_tokens < answer.stats.visual_tokens
-    bad = subprocess.run([sys.executable, "-m", "longvid", "train", "citr", "--out", str(tmp_path / "x"),
-                          "--lengths", "5,10"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--lengths 5,10 is invalid" in \
-        bad.stderr, bad.stderr
+    for flags, words in ((["--lengths", "5,10"], "--lengths 5,10 is invalid"),
+                         (["--labels", "question"], "--labels question is invalid: pass answer")):
+        bad = subprocess.run([sys.executable, "-m", "longvid", "train", "citr", "--out", str(tmp_path / "x"), *flags],
+                             capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and words in bad.stderr, bad.stderr

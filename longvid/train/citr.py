@@ -6,6 +6,9 @@ labels (the answer's largest pre-softmax attention logit onto each visual token,
 heads read (each visual token's pre-RoPE q, k, v, captured from the attention as the press captures them at
 inference), and regresses the heads' scores on the labels: SmoothL1 (beta 1) over the visual tokens, averaged over
 layers and KV heads (CITR's loss; Locret's smoothness term is off in CITR and here). Only the heads train.
+``--labels prompt`` (not the paper's) takes the labels from the prompt's rows after the video instead of the
+answer's: on a model that reads the evidence at the question (longvid-tiny 2) the answer's attention does not find it
+(`longvid.train.citr_labels`).
 
 The recipe's defaults are the paper's optimiser (AdamW, lr 5e-4, betas (0.9, 0.95), weight decay 0.01, linear
 warm-up over the first eighth of the steps then linear decay to 0, gradient clipped by value at 0.5, batch 1);
@@ -52,8 +55,12 @@ class CITRRecipe:
     held_out: int = 24
     eval_every: int = 250
     checkpoint_every: int = 100
+    labels: str = "answer"  # the query rows of the labels: answer (the paper's) or prompt (`citr_labels`)
 
     def __post_init__(self):
+        if self.labels not in ("answer", "prompt"):
+            raise ValueError(f"{option('labels', self.labels)} is invalid: pass answer (the paper's labels: the "
+                             "answer's attention) or prompt (the question's attention, after the video)")
         for name in ("steps", "hidden", "held_out", "eval_every", "checkpoint_every"):
             check_positive(name, getattr(self, name), integer=True, allow_none=False)
         check_positive("lr", self.lr, allow_none=False)
@@ -182,7 +189,7 @@ class Trainer(PartsTrainer):
     def captured(self, ex: Example):
         from longvid.train.citr_labels import labels_and_inputs
 
-        labels, inputs = labels_and_inputs(self.lm, ex.frames, ex.question, ex.answer)
+        labels, inputs = labels_and_inputs(self.lm, ex.frames, ex.question, ex.answer, rows=self.recipe.labels)
         return labels.clone(), [tuple(t.clone() for t in qkv) for qkv in inputs]  # plain tensors, for autograd
 
     # ----- steps ---------------------------------------------------------------------------------------------
