@@ -19,7 +19,7 @@ from longvid.methods.base import TokenReducer
 from longvid.methods.compose import Method
 from longvid.pipeline import SamplingOptions
 from longvid.synth import make_video_spec, split_of, write_suite
-from longvid.synth.render import cell_coverage
+from longvid.synth.render import event_tokens
 from longvid.methods.registry import get_method
 from longvid.eval.synth import answer_video, model_suite, select_questions, tiny_model_path
 
@@ -110,12 +110,7 @@ class DropEvents(TokenReducer):
         self.spec = spec
 
     def reduce(self, tokens, query_embeds=None):
-        _, rows, cols = tokens.grid_thw
-        times = np.minimum(np.stack([tokens.time.numpy(), tokens.time.numpy() + 1.0]), self.spec.seconds)
-        cover = cell_coverage(self.spec, times.reshape(-1), rows, cols)[:, : len(self.spec.events)]
-        shown = cover.reshape(2, len(tokens), -1, rows, cols).max(axis=(0, 2)) > 0  # (N, rows, cols)
-        r, c = tokens.thw[:, 1].numpy(), tokens.thw[:, 2].numpy()
-        keep = ~shown[np.arange(len(tokens)), r, c]
+        keep = ~event_tokens(self.spec, tokens)
         return tokens.select(torch.nonzero(torch.as_tensor(keep)).squeeze(1))
 
 

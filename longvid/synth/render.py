@@ -30,7 +30,7 @@ import numpy as np
 from .seeds import rng
 from .spec import COLORS, MOVER_COLORS, Event, VideoSpec
 
-__all__ = ["render_frames", "saturation", "cell_coverage"]
+__all__ = ["render_frames", "saturation", "cell_coverage", "event_tokens"]
 
 _SUPERSAMPLE = 4  # 4x4 samples per pixel for shape edges
 
@@ -234,3 +234,15 @@ def cell_coverage(spec: VideoSpec, times, rows: int, cols: int) -> np.ndarray:
             canvas[y : y + 2 * half + 1, x : x + 2 * half + 1] = alpha  # padded: the sprite may leave the frame
             out[i, j] = per_cell(canvas[half : half + spec.height, half : half + spec.width])
     return out
+
+
+def event_tokens(spec: VideoSpec, tokens, frames_per_step: int = 2, fps: float = 1.0) -> np.ndarray:
+    """(N,) bool: which visual tokens (a `longvid.tokens.VisualTokens` of this video, any subset) show part of one of
+    its events in a frame of their temporal step (``frames_per_step`` frames ``1 / fps`` apart from the step's time):
+    where the evidence is. A method that keeps the evidence keeps these; a scorer that finds it ranks them high."""
+    _, rows, cols = tokens.grid_thw
+    start = tokens.time.numpy()
+    times = np.minimum(np.stack([start + i / fps for i in range(frames_per_step)]), spec.seconds)
+    cover = cell_coverage(spec, times.reshape(-1), rows, cols)[:, : len(spec.events)]
+    shown = cover.reshape(frames_per_step, len(tokens), -1, rows, cols).max(axis=(0, 2)) > 0  # (N, rows, cols)
+    return shown[np.arange(len(tokens)), tokens.thw[:, 1].numpy(), tokens.thw[:, 2].numpy()]
