@@ -52,8 +52,7 @@ def bundled():
 
 @pytest.fixture(scope="session")
 def bundled_v1():
-    """longvid-tiny-v1 (suite v1), kept in the package; the bundled CITR heads and QTSplus modules are trained for it
-    (longvid-tiny 2's are not trained yet: issues 10 and 11)."""
+    """longvid-tiny-v1 (suite v1), kept in the package with its own CITR heads and QTSplus modules."""
     return longvid.load("longvid-tiny-v1")
 
 

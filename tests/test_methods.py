@@ -56,8 +56,8 @@ def test_keep_everything_equals_full(lm, family, frames, full_answers, name):
 
 @pytest.mark.parametrize("name", ["random", "evs", "knorm", "random-kv", "streamingllm", "citr"])
 @pytest.mark.parametrize("keep", [0.3, 0.5, 0.77])
-def test_realised_retention_within_one_token(lms, bundled_v1, long_frames, name, keep):
-    lm = bundled_v1 if name == "citr" else lms["qwen2_vl"]  # the bundled CITR heads are longvid-tiny-v1's
+def test_realised_retention_within_one_token(lms, bundled, long_frames, name, keep):
+    lm = bundled if name == "citr" else lms["qwen2_vl"]  # CITR's heads are bundled for the bundled models
     ans = lm.ask(long_frames, "q?", method=name, keep=keep, max_new_tokens=1, chunk_size=10)
     s = ans.stats
     assert abs(s.kept_tokens - keep * s.visual_tokens) <= 1
@@ -73,11 +73,11 @@ def test_uniform_retention_within_half_a_temporal_step(lms, long_frames, keep):
     assert abs(s.kept_tokens - keep * s.visual_tokens) <= per_step / 2
 
 
-def test_budget_is_an_absolute_token_count(lms, bundled_v1, long_frames):
+def test_budget_is_an_absolute_token_count(lms, bundled, long_frames):
     lm = lms["qwen2_vl"]
     for name in ("random", "evs", "knorm", "random-kv", "streamingllm"):
         assert lm.ask(long_frames, "q?", method=name, budget=20, max_new_tokens=1).stats.kept_tokens == 20
-    assert bundled_v1.ask(long_frames, "q?", method="citr", budget=20, max_new_tokens=1).stats.kept_tokens == 20
+    assert bundled.ask(long_frames, "q?", method="citr", budget=20, max_new_tokens=1).stats.kept_tokens == 20
 
 
 def test_random_is_seeded(lms, long_frames):
@@ -251,9 +251,9 @@ def test_every_preset_runs_at_its_defaults_on_every_checkpoint(lms, bundled, bun
     """No --keep, no settings: each preset runs on every tiny family and on both bundled models (PruneVid's layer is
     a relative depth), and a reducing preset reduces, or says why it did not; a preset that squeezes time refuses a
     family that writes time as text (Qwen3-VL), in one line naming the fix; a learned preset runs on the model its
-    bundled parts were trained for and refuses the others in one line."""
+    bundled parts were trained for (each bundled model has its own) and refuses the others in one line."""
     for model in (*lms.values(), bundled, bundled_v1):
-        if name in ("citr", "citr-merge", "qtsplus") and model is not bundled_v1:  # learned parts: v1's only
+        if name in ("citr", "citr-merge", "qtsplus") and model not in (bundled, bundled_v1):  # learned parts
             with pytest.raises(ValueError, match=r"trained for another model .*; pass (heads|modules) trained for this "):
                 model.ask(frames, "What is it?", method=name, max_new_tokens=1)
             continue
