@@ -5,7 +5,7 @@ heads (trained ones, and untrained ones of the same shape as the floor).
 
     python benchmarks/citr_event_ranking.py --heads runs/citr-answer,runs/citr-prompt --videos 12 --seconds 60
 
-Mean over videos, layers and KV heads, with the standard error over videos. One question per video (the kinds in
+Mean over videos, layers and KV heads, with the standard error over videos, and per layer. One question per video (the kinds in
 turn); labels need the question and its answer, heads do not. Prints a table and a JSON last line.
 """
 
@@ -27,10 +27,10 @@ from longvid.train.citr_labels import labels_and_inputs
 from longvid.video.decode import Frames, VideoInfo
 
 
-def auc(scores: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean over the leading dims of P(score of an event token > score of a background token)."""
-    flat = scores.reshape(-1, scores.shape[-1])
-    return float(np.mean([float((s[mask][:, None] > s[~mask][None, :]).float().mean()) for s in flat]))
+def auc(scores: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """(layers,) P(score of an event token > score of a background token), mean over each layer's KV heads."""
+    return np.array([np.mean([float((s[mask][:, None] > s[~mask][None, :]).float().mean()) for s in layer])
+                     for layer in scores])
 
 
 def main() -> None:
@@ -65,12 +65,16 @@ def main() -> None:
                 rows[f"heads: {name}"].append(auc(torch.stack([h(i, *qkv)[0] for i, qkv in enumerate(inputs)]), mask))
     print(f"{args.videos} held-out videos of {args.seconds:g} s, {args.model}; event tokens are "
           f"{100 * np.mean(shares):.1f} % of the visual tokens\n")
-    print("| scores | event-token AUC |\n|---|---:|")
+    layers = len(lm.adapter.lm.layers)
+    print("| scores | event-token AUC | " + " | ".join(f"layer {i}" for i in range(layers)) + " |")
+    print("|---|---:|" + "---:|" * layers)
     out = {}
     for name, values in rows.items():
-        mean, se = float(np.mean(values)), float(np.std(values, ddof=1) / np.sqrt(len(values)))
-        out[name] = dict(auc=round(mean, 3), se=round(se, 3))
-        print(f"| {name} | {mean:.3f} +- {se:.3f} |")
+        per_video = np.stack(values)  # (videos, layers)
+        means = per_video.mean(1)
+        mean, se = float(means.mean()), float(means.std(ddof=1) / np.sqrt(len(means)))
+        out[name] = dict(auc=round(mean, 3), se=round(se, 3), layers=[round(float(x), 3) for x in per_video.mean(0)])
+        print(f"| {name} | {mean:.3f} +- {se:.3f} | " + " | ".join(f"{x:.2f}" for x in per_video.mean(0)) + " |")
     print(json.dumps(dict(benchmark="citr_event_ranking", model=args.model, videos=args.videos, seconds=args.seconds,
                           event_share=round(float(np.mean(shares)), 4), auc=out)))
 
