@@ -696,6 +696,8 @@ def train_citr(
     labels: str = typer.Option("answer", help="Where the labels come from: answer (the paper's: the answer's "
                                               "attention onto each visual token) or prompt (the question's, after "
                                               "the video: for models that read the evidence at the question)."),
+    loss: str = typer.Option("smoothl1", help="smoothl1 (the paper's: the labels' values) or kl (the labels' "
+                                              "softmax over the visual tokens: weights the tokens attended most)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cuda."),
     dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
 ):
@@ -705,7 +707,7 @@ def train_citr(
 
     recipe = CITRRecipe(steps=steps, lr=lr, hidden=hidden, seed=seed, lengths=min_max(lengths, "--lengths", "30,60"),
                         fps=fps, held_out=held_out, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                        labels=labels)
+                        labels=labels, loss=loss)
     import longvid
 
     from longvid.train.common import local_device

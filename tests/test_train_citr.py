@@ -39,8 +39,10 @@ def test_an_interrupted_run_continues_to_the_same_heads(bundled, tmp_path):
         Trainer(bundled, tmp_path / "a", CITRRecipe(steps=5, **RECIPE), log=lambda m: None).run()
 
 
-def test_training_lowers_the_loss(bundled_v1, tmp_path):  # v1: 4 tokens per step, a sixth of the cost
-    t = Trainer(bundled_v1, tmp_path / "h", CITRRecipe(steps=40, **(RECIPE | dict(eval_every=40, held_out=4))),
+@pytest.mark.parametrize("loss", ["smoothl1", "kl"])
+def test_training_lowers_the_loss(bundled_v1, tmp_path, loss):  # v1: 4 tokens per step, a sixth of the cost
+    t = Trainer(bundled_v1, tmp_path / "h", CITRRecipe(steps=40, loss=loss, **(RECIPE | dict(eval_every=40,
+                                                                                              held_out=4))),
                 log=lambda m: None)
     before = t.evaluate()["loss"]
     t.run()
@@ -78,7 +80,8 @@ def test_the_cli_trains_heads_the_method_loads(tmp_path, frames, bundled):
     answer = bundled.ask(frames, "What moved?", method=method, max_new_tokens=1)
     assert answer.stats.kept_tokens < answer.stats.visual_tokens
     for flags, words in ((["--lengths", "5,10"], "--lengths 5,10 is invalid"),
-                         (["--labels", "question"], "--labels question is invalid: pass answer")):
+                         (["--labels", "question"], "--labels question is invalid: pass answer"),
+                         (["--loss", "mse"], "--loss mse is invalid: pass smoothl1")):
         bad = subprocess.run([sys.executable, "-m", "longvid", "train", "citr", "--out", str(tmp_path / "x"), *flags],
                              capture_output=True, text=True, timeout=120)
         assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and words in bad.stderr, bad.stderr
