@@ -5,8 +5,8 @@ heads (trained ones, and untrained ones of the same shape as the floor).
 
     python benchmarks/citr_event_ranking.py --heads runs/citr-answer,runs/citr-prompt --videos 12 --seconds 60
 
-Mean over videos, layers and KV heads, with the standard error over videos, and per layer. One question per video (the kinds in
-turn); labels need the question and its answer, heads do not. Prints a table and a JSON last line.
+Mean over videos, layers and KV heads, with the standard error over videos, and per layer. One question per video
+(the kinds in turn); labels need the question and its answer, heads do not. Prints a table and a JSON last line.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ import torch
 import longvid
 from longvid.methods.kv.citr import RetainingHeads
 from longvid.synth import eval_seed, make_questions, make_video_spec
-from longvid.synth.render import event_tokens, render_frames
-from longvid.synth.suite import sample_times
-from longvid.train.citr import model_suite_of
+from longvid.synth.render import event_tokens
+from longvid.train.citr import model_suite_of, spec_frames
 from longvid.train.citr_labels import labels_and_inputs
-from longvid.video.decode import Frames, VideoInfo
 
 
 def auc(scores: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
@@ -49,10 +47,7 @@ def main() -> None:
     shares = []
     for k in range(args.videos):
         spec = make_video_spec(eval_seed(10_000 + k), seconds=args.seconds, version=model_suite_of(lm))
-        times = sample_times(args.seconds, fps=1.0)
-        info = VideoInfo(spec.video_id, args.seconds, 4.0, int(args.seconds * 4), spec.width, spec.height, "h264",
-                         0.0, None)
-        frames = Frames(render_frames(spec, times), times, np.arange(len(times)), info)
+        frames = spec_frames(spec, fps=1.0)
         questions = make_questions(spec)
         q = questions[k % len(questions)]
         mask = torch.as_tensor(event_tokens(spec, lm.encode(frames, longvid.get_method("full")).tokens))

@@ -97,18 +97,13 @@ def event_auc(lm, heads, seconds: float = 60.0, videos: int = 6) -> float:
     """Mean over held-out suite videos, layers and KV heads of the probability that an event token (`event_tokens`)
     scores above a background token, with the scores the press stores."""
     from longvid.synth import eval_seed, make_video_spec
-    from longvid.synth.render import event_tokens, render_frames
-    from longvid.synth.suite import sample_times
-    from longvid.train.citr import model_suite_of
-    from longvid.video.decode import Frames, VideoInfo
+    from longvid.synth.render import event_tokens
+    from longvid.train.citr import model_suite_of, spec_frames
 
     aucs = []
     for k in range(videos):
         spec = make_video_spec(eval_seed(10_000 + k), seconds=seconds, version=model_suite_of(lm))
-        times = sample_times(seconds, fps=1.0)
-        info = VideoInfo(spec.video_id, seconds, 4.0, int(seconds * 4), spec.width, spec.height, "h264", 0.0, None)
-        s = lm.session(Frames(render_frames(spec, times), times, torch.arange(len(times)).numpy(), info),
-                       method=citr(heads, keep=1.0))
+        s = lm.session(spec_frames(spec, fps=1.0), method=citr(heads, keep=1.0))
         mask = torch.as_tensor(event_tokens(spec, s.encoded.tokens))
         for layer in range(len(lm.adapter.lm.layers)):
             for scores in s.press_state[layer][0]:

@@ -61,7 +61,9 @@ class CITRRecipe:
     loss: str = "smoothl1"  # smoothl1 (the paper's) or kl: the labels' softmax over the visual tokens as the target
 
     def __post_init__(self):
-        if self.labels not in ("answer", "prompt"):
+        from longvid.train.citr_labels import LABEL_ROWS
+
+        if self.labels not in LABEL_ROWS:
             raise ValueError(f"{option('labels', self.labels)} is invalid: pass answer (the paper's labels: the "
                              "answer's attention) or prompt (the question's attention, after the video)")
         if self.loss not in ("smoothl1", "kl"):
@@ -95,20 +97,27 @@ def synth_example(adapter_fps: float, i: int, split: str, seed: int, lengths, ve
     """The ``i``-th example of a seeded stream: a synthetic video of suite ``version`` (train or eval seeds) and one
     of its questions, answered with its letter (the answer the bundled model gives)."""
     from longvid.synth import eval_seed, make_questions, make_video_spec, train_seed
-    from longvid.synth.render import render_frames
-    from longvid.synth.suite import sample_times
-    from longvid.video.decode import Frames, VideoInfo
 
     gen = np.random.default_rng([seed, i, 0 if split == "train" else 1])
     video_seed = (train_seed if split == "train" else eval_seed)(int(gen.integers(1_000_000)))
     spec = make_video_spec(video_seed, seconds=float(gen.uniform(*lengths)), version=version)
     questions = make_questions(spec)
     q = questions[int(gen.integers(len(questions)))]
-    times = sample_times(spec.seconds, fps=adapter_fps)
+    return Example(spec_frames(spec, adapter_fps), q.text, q.answer, f"seed {video_seed}")
+
+
+def spec_frames(spec, fps: float):
+    """A synthetic video's frames sampled at ``fps``, rendered from its spec (no mp4 in between), as `LongVid.read`
+    would give them."""
+    from longvid.synth.render import render_frames
+    from longvid.synth.suite import sample_times
+    from longvid.video.decode import Frames, VideoInfo
+
+    times = sample_times(spec.seconds, fps=fps)
     frames = render_frames(spec, times)
     info = VideoInfo(spec.video_id, spec.seconds, 4.0, int(spec.seconds * 4), frames.shape[2], frames.shape[1],
                      "h264", 0.0, None)
-    return Example(Frames(frames, times, np.arange(len(times)), info), q.text, q.answer, f"seed {video_seed}")
+    return Frames(frames, times, np.arange(len(times)), info)
 
 
 def model_suite_of(lm) -> int:

@@ -12,7 +12,7 @@ probabilities). Only answer rows x visual columns are computed, never the sequen
 
 ``rows="prompt"`` (not the paper's): the query rows are the prompt's text after the video (question, options and
 the assistant's turn header) instead of the answer. On longvid-tiny 2 the answer letter's attention onto the video
-ranks the tokens that show the events no better than chance (AUC 0.50) while the prompt's ranks them at 0.84: the
+ranks the tokens that show the events no better than chance (AUC 0.51) while the prompt's ranks them at 0.82: the
 model reads the evidence at the question and the answer reads the question (results/citr_tiny2.md). The heads
 still see only each token's own q/k/v, so the press stays question-agnostic whichever rows trained them.
 
@@ -43,7 +43,7 @@ class _Collector:
 
     def observe(self, layer_idx: int, q: torch.Tensor, k: torch.Tensor, rope, scaling: float, v=None):
         n = self.n_visual
-        qa = rope(q)[:, :, n:].float()  # (1, H_q, n_rows, d): the query rows (the answer's), rotated
+        qa = rope(q)[:, :, n:].float()  # (1, H_q, n_rows, d): the query rows (answer or prompt), rotated
         kv = rope(k)[:, :, :n].float()  # (1, H_kv, n_visual, d)
         group = qa.shape[1] // self.kv_heads
         logits = torch.matmul(qa, kv.repeat_interleave(group, dim=1).transpose(-1, -2))[0] * scaling
