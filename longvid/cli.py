@@ -742,6 +742,10 @@ def train_qtsplus(
     reencode_layers: int = typer.Option(2, help="Re-encoder blocks (0: none)."),
     init_from_llm: bool = typer.Option(False, help="Initialise the blocks' attention from the LLM's layers (the "
                                                    "released code never does in a fresh run)."),
+    init: Optional[str] = typer.Option(None, help="Start from these trained modules (a finished run's --out): a "
+                                                  "second phase, e.g. --gate expected after the released gate."),
+    fresh_budget: bool = typer.Option(False, help="Re-initialise the budget head of the --init modules (seeded)."),
+    budget_only: bool = typer.Option(False, help="Train the budget head alone (scoring and re-encoder frozen)."),
     positions: str = typer.Option("kept", help="kept (each kept token keeps its position) or faithful (1-D)."),
     gate: str = typer.Option("faithful", help="faithful (the released gate: unit Gumbel noise, ~40 % kept whatever "
                                               "rho; trains better) or expected (rho M kept on average)."),
@@ -762,7 +766,7 @@ def train_qtsplus(
     recipe = QTSRecipe(steps=steps, lr=lr, accumulate=accumulate, lambda_t=lambda_t, lambda_m=lambda_m,
                        lambda_s=lambda_s, tau=tau, n_max=n_max, rho_min=rho_min, rho_max=rho_max,
                        scoring_layers=scoring_layers, reencode_layers=reencode_layers, init_from_llm=init_from_llm,
-                       positions=positions, gate=gate, seed=seed, lengths=min_max(lengths, "--lengths", "30,60"), fps=fps,
+                       init=init, fresh_budget=fresh_budget, budget_only=budget_only, positions=positions, gate=gate, seed=seed, lengths=min_max(lengths, "--lengths", "30,60"), fps=fps,
                        held_out=held_out,
                        eval_every=eval_every, checkpoint_every=checkpoint_every)
     import longvid

@@ -164,3 +164,36 @@ def test_training_gate_keeps_rho_m_in_expectation_and_faithful_does_not():
                 for i in range(5)]
     assert abs(sum(expected) / 5 - 0.1) < 0.01
     assert sum(faithful) / 5 > 0.3  # the released gate: sigmoid(r - t), about half, whatever rho
+
+
+def test_a_second_phase_starts_from_trained_modules(bundled, tmp_path):
+    """``--init`` loads a finished run's modules, ``--fresh-budget`` re-draws the budget head, ``--budget-only``
+    trains it alone; wrong folders and block counts are one-line errors."""
+    from longvid.train.qtsplus import QTSRecipe, QTSTrainer
+
+    quiet = dict(log=lambda _: None)
+    first = QTSRecipe(steps=1, lr=1e-3, lengths=(12.0, 16.0), held_out=1, eval_every=1)
+    QTSTrainer(bundled, tmp_path / "one", first, **quiet).run()
+    start = QTSPlus.load(tmp_path / "one").state_dict()
+    second = QTSRecipe(steps=1, lr=1e-2, lengths=(12.0, 16.0), held_out=1, eval_every=1, init=str(tmp_path / "one"),
+                       fresh_budget=True, budget_only=True, gate="expected", tau=0.001, seed=1)
+    trainer = QTSTrainer(bundled, tmp_path / "two", second, **quiet)
+    loaded = trainer.modules.state_dict()
+    assert all(torch.equal(loaded[k], start[k]) for k in start if not k.startswith("budget."))
+    assert not torch.equal(loaded["budget.0.weight"], start["budget.0.weight"])  # re-drawn
+    before = {k: v.clone() for k, v in loaded.items()}
+    trainer.run()
+    after = QTSPlus.load(tmp_path / "two").state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in after if not k.startswith("budget."))  # frozen
+    assert not torch.equal(after["budget.0.weight"], before["budget.0.weight"])  # trained
+    card = json.loads((tmp_path / "two" / "qtsplus_card.json").read_text())
+    assert card["recipe"]["init"] == str(tmp_path / "one") and card["recipe"]["budget_only"]
+
+    with pytest.raises(ValueError, match=r"^init='.*' does not hold QTSplus modules: pass the out folder"):
+        QTSTrainer(bundled, tmp_path / "x", QTSRecipe(init=str(tmp_path)), **quiet)
+    with pytest.raises(ValueError, match=r"has reencode layers 2, this recipe 1: pass reencode_layers=2$"):
+        QTSTrainer(bundled, tmp_path / "x", QTSRecipe(init=str(tmp_path / "one"), reencode_layers=1), **quiet)
+    with pytest.raises(ValueError, match=r"^fresh_budget re-initialises .* pass init='DIR' too"):
+        QTSRecipe(fresh_budget=True)
+    for p in bundled.adapter.model.parameters():  # the trainer froze the model; give it back as it was
+        p.requires_grad_(True)

@@ -57,6 +57,9 @@ class QTSRecipe:
     scoring_layers: int = 1
     reencode_layers: int = 2
     init_from_llm: bool = False
+    init: str | None = None  # a folder of trained modules to start from (a second phase)
+    fresh_budget: bool = False  # re-initialise the budget head after --init
+    budget_only: bool = False  # train the budget head alone
     positions: str = "kept"
     gate: str = "faithful"
     seed: int = 0
@@ -84,6 +87,13 @@ class QTSRecipe:
         if self.gate not in ("expected", "faithful"):
             raise ValueError(f"{option('gate', self.gate)} is invalid: pass faithful (the released gate, ~40 % kept "
                              "whatever rho) or expected (the count kept in training is rho M on average)")
+        if self.init is not None and self.init_from_llm:
+            raise ValueError(f"{option('init', self.init)} and {option('init_from_llm')} both set the starting "
+                             "weights: pass one of them")
+        if self.fresh_budget and self.init is None:
+            raise ValueError(f"{option('fresh_budget')} re-initialises the budget head of the modules "
+                             f"{option('init')} loads: pass {option('init', 'DIR')} too (fresh modules start with a "
+                             "fresh budget head)")
         lo, hi = self.lengths
         if not 12 <= lo <= hi <= 3600:
             raise ValueError(f"{option('lengths', f'{lo:g},{hi:g}')} is invalid: pass MIN,MAX seconds within "
@@ -111,11 +121,48 @@ class QTSTrainer(PartsTrainer):
                                                       rho_max=r.rho_max)
         if r.init_from_llm:
             self.modules.init_from_llm(lm.adapter.lm)
+        if r.init is not None:
+            try:
+                self.modules.load_state_dict(self.starting_modules(r.init).state_dict())
+            except RuntimeError as err:  # shapes this recipe cannot set (a budget head built with another width)
+                raise ValueError(f"{option('init', r.init)} does not fit this recipe's modules: "
+                                 f"{str(err).splitlines()[-1].strip()}") from None
+            if r.fresh_budget:
+                torch.manual_seed(r.seed)
+                for layer in self.modules.budget:
+                    if hasattr(layer, "reset_parameters"):
+                        layer.reset_parameters()
+        if r.budget_only:
+            for name, p in self.modules.named_parameters():
+                p.requires_grad_(name.startswith("budget."))
         self.modules.to(lm.adapter.device).train()
         for p in lm.adapter.model.parameters():
             p.requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.modules.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+        self.trained = [p for p in self.modules.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trained, lr=r.lr, weight_decay=r.weight_decay)
         self.rho_sum, self.rho_count = 0.0, 0
+
+    def starting_modules(self, folder: str):
+        """The trained modules ``--init`` names, checked against this base model and the recipe's block counts."""
+        from longvid.methods.learned import base_description
+        from longvid.methods.tokens.qtsplus import QTSPlus
+
+        try:
+            start = QTSPlus.load(folder)
+        except ValueError:
+            raise ValueError(f"{option('init', folder)} does not hold QTSplus modules: pass the {option('out')} "
+                             "folder of a finished `longvid train qtsplus` run") from None
+        theirs = base_description(self.lm.adapter)
+        wrong = [f"{k} {start.base[k]} vs {theirs.get(k)}" for k in start.base if start.base[k] != theirs.get(k)]
+        if wrong:
+            raise ValueError(f"{option('init', folder)} holds modules trained for another model ({', '.join(wrong)}): "
+                             f"pass modules trained for this {option('model')}")
+        ours = self.modules.config
+        for name in ("scoring_layers", "reencode_layers"):
+            if start.config[name] != ours[name]:
+                raise ValueError(f"{option('init', folder)} has {name.replace('_', ' ')} {start.config[name]}, this "
+                                 f"recipe {ours[name]}: pass {option(name, start.config[name])}")
+        return start
 
     # ----- the differentiable path ---------------------------------------------------------------------------
     def example_loss(self, ex, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -174,8 +221,8 @@ class QTSTrainer(PartsTrainer):
             (loss / r.accumulate).backward()
             self.rho_sum, self.rho_count = self.rho_sum + info["rho"], self.rho_count + 1
             parts.append(info | dict(loss=float(loss.detach())))
-        self.dp.average(self.modules.parameters())
-        torch.nn.utils.clip_grad_norm_(self.modules.parameters(), 1.0)
+        self.dp.average(self.trained)
+        torch.nn.utils.clip_grad_norm_(self.trained, 1.0)
         self.optimizer.step()
         self.step += 1
         return {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
