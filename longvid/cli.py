@@ -748,7 +748,8 @@ def train_qtsplus(
     budget_only: bool = typer.Option(False, help="Train the budget head alone (scoring and re-encoder frozen)."),
     positions: str = typer.Option("kept", help="kept (each kept token keeps its position) or faithful (1-D)."),
     gate: str = typer.Option("faithful", help="faithful (the released gate: unit Gumbel noise, ~40 % kept whatever "
-                                              "rho; trains better) or expected (rho M kept on average)."),
+                                              "rho; trains fresh modules better) or expected (rho M kept on average; "
+                                              "a second phase with --init and --tau 0.001)."),
     seed: int = typer.Option(0, help="Seeds the modules' initialisation, the examples and the Gumbel noise."),
     lengths: str = typer.Option("30,60", help="MIN,MAX seconds of the synthetic videos."),
     fps: float = typer.Option(1.0, help="Frames per second sampled from each video."),

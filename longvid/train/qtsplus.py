@@ -15,6 +15,13 @@ rho in [0.05, 0.5], 1 scoring block, 2 re-encoder blocks. lr 1e-6 is for modules
 layers over 8 epochs of 760k examples; fresh modules on a tiny model need ~1e-3 (the bundled modules' command says
 so).
 
+Two phases (not the released recipe; how the bundled modules for longvid-tiny 2 were made): ``--init DIR`` starts
+from a finished run's modules, ``--fresh-budget`` re-draws their budget head, ``--budget-only`` trains it alone. A
+second phase with ``--gate expected --tau 0.001`` trains the selector at the count inference keeps (the released gate
+keeps ~40 % whatever rho; `longvid.methods.tokens.qtsplus.soft_select`): +6 points at equal retention on
+longvid-tiny 2 (results/qtsplus_tiny2.md). The budget head does not learn a per-question budget from these losses:
+tokens the gate drops never reach the answer loss, so only the cost terms move rho.
+
 Data: the synthetic suite out of the box (training seeds; held-out examples use evaluation seeds) or a JSONL of
 ``{"video", "question", "answer"}`` lines, checked line by line before training (`longvid.train.citr.read_jsonl`).
 Held-out metrics every ``--eval-every`` steps: the whole pipeline's greedy accuracy with the inference selector (top
