@@ -748,9 +748,10 @@ def train_qtsplus(
     budget_only: bool = typer.Option(False, help="Train the budget head alone (scoring and re-encoder frozen)."),
     positions: str = typer.Option("kept", help="kept (each kept token keeps its position) or faithful (1-D)."),
     gate: str = typer.Option("faithful", help="faithful (the released gate: unit Gumbel noise, ~40 % kept whatever "
-                                              "rho; trains fresh modules better) or expected (rho M kept on average; "
+                                              "rho; trains fresh modules better at tau 0.1) or expected (rho M kept on average; "
                                               "a second phase with --init and --tau 0.001)."),
-    seed: int = typer.Option(0, help="Seeds the modules' initialisation, the examples and the Gumbel noise."),
+    seed: int = typer.Option(0, help="Seeds the modules' initialisation (with --init: the re-drawn budget "
+                                       "head), the examples and the Gumbel noise."),
     lengths: str = typer.Option("30,60", help="MIN,MAX seconds of the synthetic videos."),
     fps: float = typer.Option(1.0, help="Frames per second sampled from each video."),
     held_out: int = typer.Option(24, help="Held-out examples (evaluation seeds, or the data's first lines)."),
@@ -767,8 +768,8 @@ def train_qtsplus(
     recipe = QTSRecipe(steps=steps, lr=lr, accumulate=accumulate, lambda_t=lambda_t, lambda_m=lambda_m,
                        lambda_s=lambda_s, tau=tau, n_max=n_max, rho_min=rho_min, rho_max=rho_max,
                        scoring_layers=scoring_layers, reencode_layers=reencode_layers, init_from_llm=init_from_llm,
-                       init=init, fresh_budget=fresh_budget, budget_only=budget_only, positions=positions, gate=gate, seed=seed, lengths=min_max(lengths, "--lengths", "30,60"), fps=fps,
-                       held_out=held_out,
+                       init=init, fresh_budget=fresh_budget, budget_only=budget_only, positions=positions, gate=gate,
+                       seed=seed, lengths=min_max(lengths, "--lengths", "30,60"), fps=fps, held_out=held_out,
                        eval_every=eval_every, checkpoint_every=checkpoint_every)
     import longvid
 

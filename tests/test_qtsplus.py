@@ -195,6 +195,14 @@ def test_a_second_phase_starts_from_trained_modules(bundled, tmp_path):
         QTSTrainer(bundled, tmp_path / "x", QTSRecipe(init=str(tmp_path / "one"), reencode_layers=1), **quiet)
     with pytest.raises(ValueError, match=r"^fresh_budget re-initialises .* pass init='DIR' too"):
         QTSRecipe(fresh_budget=True)
+    with pytest.raises(ValueError, match=r"^budget_only trains the budget head .* pass init='DIR' too"):
+        QTSRecipe(budget_only=True)
+    with pytest.raises(ValueError, match=r"budget head for rho 0.05,0.5 .* pass rho='0.05,0.5', or fresh_budget"):
+        QTSTrainer(bundled, tmp_path / "x", QTSRecipe(init=str(tmp_path / "one"), rho_min=0.1), **quiet)
+    QTSTrainer(bundled, tmp_path / "y", QTSRecipe(init=str(tmp_path / "one"), rho_min=0.1, fresh_budget=True), **quiet)
+    (tmp_path / "one" / "qtsplus.safetensors").unlink()  # a finished second phase no longer needs its start
+    again = QTSTrainer(bundled, tmp_path / "two", second, **quiet)
+    assert again.resume() and all(torch.equal(v, after[k]) for k, v in again.modules.state_dict().items())
     for p in bundled.adapter.model.parameters():  # the trainer froze the model; give it back as it was
         p.requires_grad_(True)
 

@@ -101,6 +101,9 @@ class QTSRecipe:
             raise ValueError(f"{option('fresh_budget')} re-initialises the budget head of the modules "
                              f"{option('init')} loads: pass {option('init', 'DIR')} too (fresh modules start with a "
                              "fresh budget head)")
+        if self.budget_only and self.init is None:
+            raise ValueError(f"{option('budget_only')} trains the budget head of the modules {option('init')} loads: "
+                             f"pass {option('init', 'DIR')} too (a fresh scorer frozen would teach it nothing)")
         lo, hi = self.lengths
         if not 12 <= lo <= hi <= 3600:
             raise ValueError(f"{option('lengths', f'{lo:g},{hi:g}')} is invalid: pass MIN,MAX seconds within "
@@ -128,17 +131,16 @@ class QTSTrainer(PartsTrainer):
                                                       rho_max=r.rho_max)
         if r.init_from_llm:
             self.modules.init_from_llm(lm.adapter.lm)
-        if r.init is not None:
-            try:
-                self.modules.load_state_dict(self.starting_modules(r.init).state_dict())
-            except RuntimeError as err:  # shapes this recipe cannot set (a budget head built with another width)
-                raise ValueError(f"{option('init', r.init)} does not fit this recipe's modules: "
-                                 f"{str(err).splitlines()[-1].strip()}") from None
-            if r.fresh_budget:
-                torch.manual_seed(r.seed)
-                for layer in self.modules.budget:
-                    if hasattr(layer, "reset_parameters"):
-                        layer.reset_parameters()
+        if r.init is not None and not (self.out / "checkpoint.pt").exists():  # a resumed run takes the checkpoint's
+            start = self.starting_modules(r.init).state_dict()
+            if r.fresh_budget:  # re-drawn from the seed, without touching the global random state
+                start = {k: v for k, v in start.items() if not k.startswith("budget.")}
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(r.seed)
+                    for layer in self.modules.budget:
+                        if hasattr(layer, "reset_parameters"):
+                            layer.reset_parameters()
+            self.modules.load_state_dict(start, strict=not r.fresh_budget)
         if r.budget_only:
             for name, p in self.modules.named_parameters():
                 p.requires_grad_(name.startswith("budget."))
@@ -169,6 +171,12 @@ class QTSTrainer(PartsTrainer):
             if start.config[name] != ours[name]:
                 raise ValueError(f"{option('init', folder)} has {name.replace('_', ' ')} {start.config[name]}, this "
                                  f"recipe {ours[name]}: pass {option(name, start.config[name])}")
+        theirs_head = (start.config["rho_min"], start.config["rho_max"], start.config["budget_hidden"])
+        if not self.recipe.fresh_budget and theirs_head != (ours["rho_min"], ours["rho_max"], ours["budget_hidden"]):
+            raise ValueError(f"{option('init', folder)} has a budget head for rho {theirs_head[0]:g},{theirs_head[1]:g} "
+                             f"(width {theirs_head[2]}), this recipe {ours['rho_min']:g},{ours['rho_max']:g} (width "
+                             f"{ours['budget_hidden']}): pass {option('rho', f'{theirs_head[0]:g},{theirs_head[1]:g}')}, "
+                             f"or {option('fresh_budget')} to re-draw the head")
         return start
 
     # ----- the differentiable path ---------------------------------------------------------------------------
