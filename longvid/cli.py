@@ -748,8 +748,8 @@ def train_qtsplus(
     budget_only: bool = typer.Option(False, help="Train the budget head alone (scoring and re-encoder frozen)."),
     positions: str = typer.Option("kept", help="kept (each kept token keeps its position) or faithful (1-D)."),
     gate: str = typer.Option("faithful", help="faithful (the released gate: unit Gumbel noise, ~40 % kept whatever "
-                                              "rho; trains fresh modules better at tau 0.1) or expected (rho M kept on average; "
-                                              "a second phase with --init and --tau 0.001)."),
+                                              "rho) or expected (rho M kept on average; with --tau 0.001 it "
+                                              "trains better on longvid-tiny 2)."),
     seed: int = typer.Option(0, help="Seeds the modules' initialisation (with --init: the re-drawn budget "
                                        "head), the examples and the Gumbel noise."),
     lengths: str = typer.Option("30,60", help="MIN,MAX seconds of the synthetic videos."),

@@ -19,7 +19,7 @@ Two phases (not the released recipe; how the bundled modules for longvid-tiny 2 
 from a finished run's modules, ``--fresh-budget`` re-draws their budget head, ``--budget-only`` trains it alone. A
 second phase with ``--gate expected --tau 0.001`` trains the selector at the count inference keeps (the released gate
 keeps ~40 % whatever rho; `longvid.methods.tokens.qtsplus.soft_select`): +6 points at equal retention on
-longvid-tiny 2 (results/qtsplus_tiny2.md). The budget head does not learn a per-question budget from these losses:
+longvid-tiny 2 (results/qtsplus_tiny2.md). The same gate trains fresh modules well in one phase there too. The budget head does not learn a per-question budget from these losses:
 tokens the gate drops never reach the answer loss, so only the cost terms move rho.
 
 Data: the synthetic suite out of the box (training seeds; held-out examples use evaluation seeds) or a JSONL of
