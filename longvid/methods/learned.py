@@ -41,14 +41,19 @@ def _rounded(w: torch.Tensor) -> bytes:
     return w.detach().to(torch.bfloat16).float().cpu().numpy().tobytes()
 
 
+def base_mismatch(base: dict, model) -> str:
+    """How ``model`` (an adapter) differs from the base model learned parts described by ``base`` were trained for
+    (``"num_layers 6 vs 28, ..."``), or "" if it is that model."""
+    theirs = base_description(model)
+    return ", ".join(f"{k} {base[k]} vs {theirs.get(k)}" for k in base if base[k] != theirs.get(k))
+
+
 def check_base(base: dict, model, what: str, name: str, command: str) -> None:
     """A one-line ValueError unless ``model`` (an adapter) is the one learned parts described by ``base`` (their
     `base_description`) were trained for: ``what`` names the parts, ``name`` their setting, ``command`` the
     ``longvid train`` command that makes them."""
-    theirs = base_description(model)
-    wrong = [k for k in base if base[k] != theirs.get(k)]
-    if wrong:
-        diff = ", ".join(f"{k} {base[k]} vs {theirs.get(k)}" for k in wrong)
+    diff = base_mismatch(base, model)
+    if diff:
         raise ValueError(f"these {what} were trained for another model ({diff}); pass {name} trained for this "
                          f"checkpoint with {setting(name, 'DIR')} (`longvid train {command}` makes them)")
 

@@ -19,8 +19,9 @@ Two phases (not the released recipe; how the bundled modules for longvid-tiny 2 
 from a finished run's modules, ``--fresh-budget`` re-draws their budget head, ``--budget-only`` trains it alone. A
 second phase with ``--gate expected --tau 0.001`` trains the selector at the count inference keeps (the released gate
 keeps ~40 % whatever rho; `longvid.methods.tokens.qtsplus.soft_select`): +6 points at equal retention on
-longvid-tiny 2 (results/qtsplus_tiny2.md). The same gate trains fresh modules well in one phase there too. The budget head does not learn a per-question budget from these losses:
-tokens the gate drops never reach the answer loss, so only the cost terms move rho.
+longvid-tiny 2 (results/qtsplus_tiny2.md). The same gate trains fresh modules well in one phase there too. The
+budget head does not learn a per-question budget from these losses: tokens the gate drops never reach the answer
+loss, so only the cost terms move rho.
 
 Data: the synthetic suite out of the box (training seeds; held-out examples use evaluation seeds) or a JSONL of
 ``{"video", "question", "answer"}`` lines, checked line by line before training (`longvid.train.citr.read_jsonl`).
@@ -153,7 +154,7 @@ class QTSTrainer(PartsTrainer):
 
     def starting_modules(self, folder: str):
         """The trained modules ``--init`` names, checked against this base model and the recipe's block counts."""
-        from longvid.methods.learned import base_description
+        from longvid.methods.learned import base_mismatch
         from longvid.methods.tokens.qtsplus import QTSPlus
 
         try:
@@ -161,11 +162,10 @@ class QTSTrainer(PartsTrainer):
         except ValueError:
             raise ValueError(f"{option('init', folder)} does not hold QTSplus modules: pass the {option('out')} "
                              "folder of a finished `longvid train qtsplus` run") from None
-        theirs = base_description(self.lm.adapter)
-        wrong = [f"{k} {start.base[k]} vs {theirs.get(k)}" for k in start.base if start.base[k] != theirs.get(k)]
-        if wrong:
-            raise ValueError(f"{option('init', folder)} holds modules trained for another model ({', '.join(wrong)}): "
-                             f"pass modules trained for this {option('model')}")
+        diff = base_mismatch(start.base, self.lm.adapter)
+        if diff:
+            raise ValueError(f"{option('init', folder)} holds modules trained for another model ({diff}): pass "
+                             f"modules trained for this {option('model')}")
         ours = self.modules.config
         for name in ("scoring_layers", "reencode_layers"):
             if start.config[name] != ours[name]:
